@@ -1,0 +1,46 @@
+"""The `prepare` flow: fetch → verify → shard → publish."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import PipelineConfig
+from tasks.dataset import RawDataset, fetch_dataset
+from tasks.errors import ChecksumError, IdxFormatError
+from tasks.shards import PrepareResult, publish_dataset
+from tasks.store import open_store
+
+
+def _retry_unless_bad_content(task, task_run, state) -> bool:
+    """Network faults are worth another try; a wrong checksum or header never gets better."""
+    return not isinstance(state.data, (ChecksumError, IdxFormatError))
+
+
+@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_unless_bad_content, cache_policy=NO_CACHE)
+def fetch(source: str | None) -> RawDataset:
+    """Read the four raw files and verify their content."""
+    return fetch_dataset(source, progress=get_run_logger().info)
+
+
+@task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+def shard_and_publish(raw: RawDataset, store_uri: str, s3_endpoint: str | None, rows_per_shard: int) -> PrepareResult:
+    """Write Parquet shards, then the manifest (a no-op if this version is published)."""
+    store = open_store(store_uri, s3_endpoint)
+    return publish_dataset(raw, store, rows_per_shard, progress=get_run_logger().info)
+
+
+def describe(result: PrepareResult, store_uri: str) -> str:
+    rows = ", ".join(f"{split} {n:,} rows" for split, n in result.rows.items())
+    state = "published" if result.created else "already published, nothing written"
+    return (f"dataset version {result.version} ({state}): {rows}, {result.shard_count} shards, "
+            f"{result.bytes / 1e6:.1f} MB in {store_uri}")
+
+
+@flow(name="fmnist-prepare", log_prints=True)
+def prepare_flow(config: PipelineConfig = PipelineConfig()) -> PrepareResult:
+    """Fetch Fashion-MNIST, verify it, and publish it as Parquet shards in the store."""
+    raw = fetch(config.source)
+    result = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
+    get_run_logger().info(describe(result, config.store))
+    return result

@@ -1,0 +1,259 @@
+"""Fetch the four raw Fashion-MNIST files and verify them.
+
+Sources, in order: an explicit source (folder, file://, http(s)://, s3://),
+$FASHION_MNIST_DIR, Debian's /usr/share/datasets/fashion-mnist, the upstream
+mirror. Every file is decompressed, its IDX header checked field by field,
+then the size and SHA-256 of the decompressed bytes compared with the
+published content (Debian re-compresses the .gz, so only the decompressed
+bytes are comparable). Downloads land in a temporary file and are renamed
+into the cache only once verified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import numpy as np
+
+from tasks.errors import ChecksumError, DatasetError, IdxFormatError
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+UPSTREAM_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+DOWNLOAD_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 4.0)  # backoff between attempts on network faults
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+UBYTE = 0x08
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """One of the four published files, with the size and hash of its decompressed content."""
+
+    key: str
+    filename: str
+    size: int
+    sha256: str
+    rows: int
+
+    @property
+    def is_images(self) -> bool:
+        return self.key.endswith("images")
+
+
+RAW_FILES: dict[str, RawFile] = {
+    f.key: f
+    for f in (
+        RawFile("train-images", "train-images-idx3-ubyte", 47_040_016,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 60_000),
+        RawFile("train-labels", "train-labels-idx1-ubyte", 60_008,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60_000),
+        RawFile("test-images", "t10k-images-idx3-ubyte", 7_840_016,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 10_000),
+        RawFile("test-labels", "t10k-labels-idx1-ubyte", 10_008,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10_000),
+    )
+}
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """The verified arrays, and where they came from."""
+
+    source: str
+    train_images: np.ndarray  # (60000, 28, 28) uint8
+    train_labels: np.ndarray  # (60000,) uint8
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source_sha256: dict[str, str]  # decompressed content hash per file key
+
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def resolve_source(explicit: str | None = None) -> str:
+    """The first source that applies: explicit, $FASHION_MNIST_DIR, Debian's folder, upstream."""
+    if explicit:
+        return explicit
+    if os.environ.get("FASHION_MNIST_DIR"):
+        return os.environ["FASHION_MNIST_DIR"]
+    if Path(DEBIAN_DIR).is_dir():
+        return DEBIAN_DIR
+    return UPSTREAM_URL
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FMNIST_CACHE_DIR", Path.home() / ".cache" / "fmnist-pipeline"))
+
+
+# --- reading one file from each kind of source ---------------------------------------------
+
+def _read_local(folder: str, raw: RawFile) -> tuple[str, bytes]:
+    base = Path(folder).expanduser()
+    if not base.is_dir():
+        raise DatasetError(
+            f"source folder {base}: does not exist or is not a folder; "
+            f"pass --source with the folder holding {raw.filename}.gz (Debian: apt-get install dataset-fashion-mnist)"
+        )
+    for name in (raw.filename + ".gz", raw.filename):
+        if (base / name).is_file():
+            return str(base / name), (base / name).read_bytes()
+    found = sorted(p.name for p in base.iterdir())[:10]
+    raise DatasetError(f"source folder {base}: expected {raw.filename}.gz (or {raw.filename}), found only {found}")
+
+
+def _download(url: str, attempts_delays: tuple[float, ...] = DOWNLOAD_RETRY_DELAYS_S) -> bytes:
+    """GET with retries and backoff on network faults and 5xx/429; a 4xx is final."""
+    last: Exception | None = None
+    for attempt, delay in enumerate((0.0, *attempts_delays)):
+        time.sleep(delay)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 429:
+                raise DatasetError(f"{url}: HTTP {exc.code} {exc.reason}; check the --source URL") from None
+            last = exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            last = exc
+    raise DatasetError(
+        f"{url}: download failed after {len(attempts_delays) + 1} attempts ({last}); "
+        "check the network, or use a local copy with --source / FASHION_MNIST_DIR"
+    )
+
+
+def _read_http(base_url: str, raw: RawFile) -> tuple[str, bytes]:
+    """Download into the cache: temp file first, renamed once the content verifies."""
+    url = f"{base_url.rstrip('/')}/{raw.filename}.gz"
+    cached = cache_dir() / f"{raw.filename}.gz"
+    if cached.is_file():
+        data = cached.read_bytes()
+        try:
+            _verify(str(cached), raw, _decompress(str(cached), data))
+            return str(cached), data
+        except DatasetError:
+            cached.unlink()  # a damaged cache entry is downloaded again, never reused
+    data = _download(url)
+    _verify(url, raw, _decompress(url, data))  # raises before anything reaches the cache
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    temp = cached.with_name(f".{cached.name}.tmp-{uuid.uuid4().hex}")
+    temp.write_bytes(data)
+    os.replace(temp, cached)
+    return url, data
+
+
+def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
+    from tasks.store import MissingKey, S3Store
+
+    parsed = urlparse(uri)
+    store = S3Store(parsed.netloc, parsed.path)
+    for name in (raw.filename + ".gz", raw.filename):
+        try:
+            return store.url_for(name), store.get_bytes(name)
+        except MissingKey:
+            continue
+    raise DatasetError(f"source {uri}: expected {raw.filename}.gz (or {raw.filename}) in it, found neither")
+
+
+def read_raw_file(source: str, raw: RawFile) -> tuple[str, bytes]:
+    """(where it was read, its bytes as stored) for one raw file."""
+    scheme = urlparse(source).scheme
+    if scheme in ("http", "https"):
+        return _read_http(source, raw)
+    if scheme == "s3":
+        return _read_s3(source, raw)
+    if scheme == "file":
+        return _read_local(urlparse(source).path, raw)
+    if scheme == "":
+        return _read_local(source, raw)
+    raise DatasetError(f"source {source!r}: unknown scheme '{scheme}'; expected a folder, file://, http(s):// or s3://")
+
+
+# --- decompress, parse, verify -----------------------------------------------------------------
+
+def _decompress(where: str, data: bytes) -> bytes:
+    if not data:
+        raise DatasetError(f"{where}: empty file (0 bytes); download it again or fix --source")
+    if data[:2] != b"\x1f\x8b":
+        if where.endswith(".gz"):
+            head = data[:40].decode("latin-1").strip().replace("\n", " ")
+            hint = " (an HTML page, not the dataset: check the URL)" if head.lstrip().startswith("<") else ""
+            raise DatasetError(f"{where}: expected gzip data (bytes 1f 8b), found {head[:32]!r}{hint}")
+        return data  # an uncompressed IDX file
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        raise DatasetError(f"{where}: truncated .gz (the stream ends before its end marker, {len(data)} bytes); download it again") from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DatasetError(f"{where}: corrupt .gz ({exc}); download it again") from None
+
+
+def parse_idx(where: str, content: bytes, raw: RawFile) -> np.ndarray:
+    """Check every IDX header field of one file and return its array (no copy)."""
+    ndim_expected = 3 if raw.is_images else 1
+    header_len = 4 + 4 * ndim_expected
+    if len(content) < header_len:
+        raise IdxFormatError(where, "header", f"at least {header_len} bytes", f"{len(content)} bytes")
+    if content[0:2] != b"\x00\x00":
+        raise IdxFormatError(where, "bytes 0-1", "00 00", content[0:2].hex(" "), "Not an IDX file.")
+    magic = struct.unpack(">I", content[:4])[0]
+    expected_magic = IMAGE_MAGIC if raw.is_images else LABEL_MAGIC
+    if magic != expected_magic:
+        raise IdxFormatError(where, "magic", expected_magic, magic, f"Is this really the {raw.key} file?")
+    dims = struct.unpack(f">{ndim_expected}I", content[4:header_len])
+    if dims[0] != raw.rows:
+        raise IdxFormatError(where, "number of items", raw.rows, dims[0])
+    if raw.is_images and dims[1:] != (28, 28):
+        raise IdxFormatError(where, "rows x columns", "28 x 28", f"{dims[1]} x {dims[2]}")
+    body_len = int(np.prod(dims))
+    if len(content) - header_len != body_len:
+        raise IdxFormatError(where, "data length", f"{body_len} bytes after the header", f"{len(content) - header_len}")
+    array = np.frombuffer(content, dtype=np.uint8, offset=header_len).reshape(dims)
+    if not raw.is_images and array.size and int(array.max()) > 9:
+        bad = int(np.argmax(array > 9))
+        raise IdxFormatError(where, f"label at row {bad}", "a class 0-9", int(array[bad]))
+    return array
+
+
+def _verify(where: str, raw: RawFile, content: bytes) -> str:
+    digest = hashlib.sha256(content).hexdigest()
+    if len(content) != raw.size or digest != raw.sha256:
+        raise ChecksumError(
+            f"{where}: decompressed content does not match Fashion-MNIST {raw.filename}: "
+            f"expected {raw.size} bytes with sha256 {raw.sha256}, found {len(content)} bytes with sha256 {digest}. "
+            "MNIST digits have the same format: point --source at the Fashion-MNIST files"
+        )
+    return digest
+
+
+def fetch_dataset(source: str | None = None, progress: Progress = _quiet) -> RawDataset:
+    """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache."""
+    resolved = resolve_source(source)
+    arrays: dict[str, np.ndarray] = {}
+    hashes: dict[str, str] = {}
+    for raw in RAW_FILES.values():
+        where, data = read_raw_file(resolved, raw)
+        content = _decompress(where, data)
+        arrays[raw.key] = parse_idx(where, content, raw)
+        hashes[raw.key] = _verify(where, raw, content)
+        progress(f"verified {raw.filename} ({len(content):,} bytes, sha256 {hashes[raw.key][:12]}…) from {where}")
+    return RawDataset(
+        source=resolved,
+        train_images=arrays["train-images"], train_labels=arrays["train-labels"],
+        test_images=arrays["test-images"], test_labels=arrays["test-labels"],
+        source_sha256=hashes,
+    )

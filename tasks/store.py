@@ -1,0 +1,307 @@
+"""Object storage behind one small interface, chosen by URI.
+
+- a folder, or `file://…`: the embedded default (`./artifacts`);
+- `s3://bucket/prefix`: boto3 against AWS or any S3-compatible endpoint.
+
+Every write of a whole object is atomic (a local temp file renamed into place;
+a single S3 PUT), so a reader never sees half an object. Multi-object
+publications (a dataset version, a run) are made safe one level up by writing
+their manifest last.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from tasks.errors import StoreError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+
+class MissingKey(StoreError):
+    """The key does not exist in the store."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"store key {key!r}: expected a relative path like 'runs/<id>/file', without '..' or '//'")
+    return key
+
+
+class Store(ABC):
+    """What every stage needs of object storage."""
+
+    uri: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write `data` at `key` atomically, replacing what was there."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write only if `key` does not exist yet; return False when it did (someone else won)."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; MissingKey when there is none."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Every key under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove `key`; no error when it is already gone."""
+
+    @abstractmethod
+    def arrow_filesystem(self) -> tuple["pyarrow.fs.FileSystem", str]:
+        """A pyarrow filesystem and the base path in it, for Ray Tune's storage."""
+
+    def url_for(self, key: str) -> str:
+        """Where `key` lives, as a user would type it."""
+        return f"{self.uri.rstrip('/')}/{_check_key(key)}"
+
+
+class LocalStore(Store):
+    """A folder on this machine (or a shared mount on a cluster)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"store folder {self.root}: cannot create it ({exc.strerror}); choose a writable --store") from None
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return temp
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        os.replace(self._write_temp(path, data), path)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        temp = self._write_temp(path, data)
+        try:
+            os.link(temp, path)  # atomic, and fails if `path` exists: the local twin of If-None-Match
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            temp.unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise MissingKey(f"{self.url_for(key)}: no such object") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix if prefix else self.root
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return []
+        keys = []
+        for path in start.rglob("*"):
+            if path.is_file() and ".tmp-" not in path.name:
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def arrow_filesystem(self) -> tuple["pyarrow.fs.FileSystem", str]:
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem(), str(self.root)
+
+
+class S3Store(Store):
+    """A bucket (and optional prefix) on AWS S3 or any S3-compatible server."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        # Credentials come from the standard AWS chain (env, profile, instance role), never from our config.
+        config = Config(
+            retries={"max_attempts": int(os.environ.get("FMNIST_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            # Some S3-compatible servers reject or store boto3's default CRC checksums (boto/boto3#4392).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client = boto3.session.Session().client("s3", endpoint_url=self.endpoint, config=config)
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def where(self) -> str:
+        return f"{self.uri} (endpoint {self.endpoint or 'AWS default'})"
+
+    def _error(self, exc: Exception, action: str, key: str | None = None) -> StoreError:
+        """Turn a botocore failure into a message that says what to fix."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        target = self.url_for(key) if key else self.uri
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(
+                f"{action} {target}: cannot reach S3 endpoint {self.endpoint or 'AWS'} after retries; "
+                "check --s3-endpoint / AWS_ENDPOINT_URL and that the server is up"
+            )
+        if isinstance(exc, NoCredentialsError):
+            return StoreError(f"{action} {target}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile/role")
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchBucket",) or (code == "404" and key is None):
+                return StoreError(f"{action} {target}: bucket '{self.bucket}' does not exist at {self.where()}; create it or fix the store URI")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
+                return StoreError(
+                    f"{action} {target}: the S3 server rejected the credentials ({code or status}); "
+                    "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the instance role's permissions"
+                )
+            return StoreError(f"{action} {target}: S3 error {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
+        return StoreError(f"{action} {target}: {type(exc).__name__}: {exc}")
+
+    def check(self) -> "S3Store":
+        """Fail fast, with a clear message, on a wrong endpoint, bucket or credentials."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "opening store") from None
+        return self
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        import base64
+        import hashlib
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # the server rejects a body damaged in transit
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=md5)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "writing", key) from None
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            raise self._error(exc, "writing", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "writing", key) from None
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingKey(f"{self.url_for(key)}: no such object") from None
+            raise self._error(exc, "reading", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "reading", key) from None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, "checking", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "checking", key) from None
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "listing", prefix or None) from None
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, "deleting", key) from None
+
+    def arrow_filesystem(self) -> tuple["pyarrow.fs.FileSystem", str]:
+        import pyarrow.fs
+
+        # pyarrow ignores AWS_ENDPOINT_URL (ray-project/ray#37177): pass the endpoint explicitly.
+        # No keys are passed: they would be pickled into Tune's experiment state; pyarrow
+        # reads the same standard credential chain itself.
+        options: dict[str, object] = {}
+        if self.endpoint:
+            parsed = urlparse(self.endpoint)
+            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https", region="us-east-1")
+        base = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
+        return pyarrow.fs.S3FileSystem(**options), base
+
+
+def open_store(uri: str, s3_endpoint: str | None = None) -> Store:
+    """The store a URI names: a folder / file://… (local) or s3://bucket/prefix."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
+        path = parsed.path if parsed.scheme == "file" else uri
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise StoreError(f"store URI {uri!r}: file:// URIs name a local path (file:///abs/path); found host {parsed.netloc!r}")
+        return LocalStore(path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"store URI {uri!r}: expected s3://bucket[/prefix], found no bucket name")
+        return S3Store(parsed.netloc, parsed.path, endpoint=s3_endpoint).check()
+    raise StoreError(
+        f"store URI {uri!r}: unknown scheme '{parsed.scheme}'; expected a folder path, file:///path or s3://bucket/prefix"
+    )
