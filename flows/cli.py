@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     prepare = commands.add_parser("prepare", help="fetch, verify and publish the dataset as Parquet shards")
     _add_config_options(prepare)
+    run = commands.add_parser("run", help="the main job: prepare, train the five models through Ray, report")
+    _add_config_options(run)
     return parser
 
 
@@ -44,6 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = prepare_flow(config)
             print(describe(result, config.store))
+        elif args.command == "run":
+            from flows.run import run_flow
+
+            result = run_flow(config)
+            print(result["markdown"])
+            print(f"artifacts: {result['store'].rstrip('/')}/runs/{result['run_id']}/")
         return 0
     except PipelineError as exc:
         print(f"fmnist {args.command}: error: {exc}", file=sys.stderr)

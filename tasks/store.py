@@ -35,6 +35,14 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _check_prefix(prefix: str) -> str:
+    """A list_keys prefix: empty, or a key that may end with '/'. Matched as a string prefix, as in S3."""
+    body = prefix[:-1] if prefix.endswith("/") else prefix
+    if prefix and (not body or body.startswith("/") or any(p in ("", ".", "..") for p in body.split("/"))):
+        raise StoreError(f"store prefix {prefix!r}: expected a relative path like 'runs/<id>/', without '..' or '//'")
+    return prefix
+
+
 class Store(ABC):
     """What every stage needs of object storage."""
 
@@ -57,7 +65,7 @@ class Store(ABC):
 
     @abstractmethod
     def list_keys(self, prefix: str = "") -> list[str]:
-        """Every key under `prefix`, sorted."""
+        """Every key that starts with `prefix` (a string prefix, as in S3: 'runs/a' matches 'runs/ab/x'), sorted."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -120,9 +128,10 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str = "") -> list[str]:
-        base = self.root / prefix if prefix else self.root
-        start = base if base.is_dir() else base.parent
-        if not start.exists():
+        _check_prefix(prefix)
+        # Walk the deepest folder that holds every match: the prefix itself when it ends with '/', else its parent.
+        start = self.root / prefix if not prefix or prefix.endswith("/") else (self.root / prefix).parent
+        if not start.is_dir():
             return []
         keys = []
         for path in start.rglob("*"):
@@ -173,7 +182,7 @@ class S3Store(Store):
         """Turn a botocore failure into a message that says what to fix."""
         from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-        target = self.url_for(key) if key else self.uri
+        target = f"{self.uri.rstrip('/')}/{key}" if key else self.uri  # key already checked; may be a list prefix
         if isinstance(exc, EndpointConnectionError):
             return StoreError(
                 f"{action} {target}: cannot reach S3 endpoint {self.endpoint or 'AWS'} after retries; "
@@ -258,7 +267,7 @@ class S3Store(Store):
     def list_keys(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
+        full = (self.prefix + "/" if self.prefix else "") + _check_prefix(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         try:

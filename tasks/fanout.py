@@ -1,0 +1,106 @@
+"""Fan the architectures out as Ray Tune trials, one trial per architecture.
+
+Each trial asks for `cpus_per_trial` CPUs and `gpus_per_trial` of a GPU
+(fractions pack several small models on one GPU). Tune keeps its state and
+the per-epoch checkpoints under runs/<run_id>/tune in the run's store, so a
+trial whose worker dies resumes from its last epoch (FailureConfig) and a
+whole run started again with the same run id resumes too (Tuner.restore).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+from tasks.config import PipelineConfig
+from tasks.errors import PipelineError
+from tasks.store import Store
+from tasks.training import artifact_prefix, train_trial
+
+Progress = Callable[[str], None]
+# Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
+# env_vars show in the Ray dashboard and logs (ray-project/ray#28276).
+WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+class TrainingError(PipelineError):
+    """One or more trials failed after their retries."""
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS); else start a local Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise PipelineError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / RAY_ADDRESS "
+                            "or leave it empty for a local Ray") from None
+
+
+def _progress_callback(progress: Progress):
+    from ray import tune
+
+    class TrialProgress(tune.Callback):
+        """One terminal line per epoch and per finished trial."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            arch = trial.config["architecture"]
+            if result.get("finished"):
+                progress(f"{arch}: finished after {result.get('epoch')} epochs, test accuracy {100 * result['test_accuracy']:.2f}%")
+            else:
+                progress(f"{arch}: epoch {result['epoch']} val_accuracy {100 * result['val_accuracy']:.2f}% "
+                         f"({result['seconds']:.1f} s)")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            progress(f"{trial.config['architecture']}: trial failed (Ray retries it from its last checkpoint "
+                     f"up to max_failures times)")
+
+    return TrialProgress()
+
+
+def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
+               progress: Progress = lambda _: None) -> dict[str, dict]:
+    """Train every configured architecture as a Tune trial; return their metrics by architecture."""
+    from ray import tune
+
+    connect_ray(config.ray_address)
+    filesystem, base = store.arrow_filesystem()
+    storage_path = f"{base}/runs/{run_id}"
+    trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    experiment = f"{storage_path}/tune"
+
+    if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+        progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
+        tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True, storage_filesystem=filesystem)
+    else:
+        param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
+                       "architecture": tune.grid_search(list(config.architectures))}
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            run_config=tune.RunConfig(
+                name="tune",
+                storage_path=storage_path,
+                storage_filesystem=filesystem,
+                failure_config=tune.FailureConfig(max_failures=config.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                callbacks=[_progress_callback(progress)],
+                verbose=0,
+            ),
+        )
+    results = tuner.fit()
+
+    failed = {r.config["architecture"]: r.error for r in results if r.error}
+    if failed:
+        details = "; ".join(f"{arch}: {type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
+                            for arch, err in failed.items())
+        raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
+                            f"Fix the cause and resume with `fmnist run --run-id {run_id}`")
+    return {arch: json.loads(store.get_bytes(f"{artifact_prefix(run_id, arch)}/metrics.json"))
+            for arch in config.architectures}

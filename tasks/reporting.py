@@ -1,0 +1,128 @@
+"""The run's report: Table 1 of the report with our numbers beside it, the run record, Figure 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tasks.architectures import ARCHITECTURES
+from tasks.config import PipelineConfig
+from tasks.plots import samples_png
+from tasks.shards import CLASS_NAMES, load_split
+from tasks.store import Store
+
+LIBRARIES = ("tensorflow", "keras", "ray", "prefect", "pyarrow", "boto3", "numpy", "pydantic")
+
+
+def table1_rows(metrics_by_arch: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per architecture in the report's order: ours, the report's, and the difference (points)."""
+    rows = []
+    for key, spec in ARCHITECTURES.items():
+        if key not in metrics_by_arch:
+            continue
+        ours = metrics_by_arch[key]
+        test = 100 * ours["test_accuracy"]
+        rows.append({
+            "model": spec.report_name,
+            "key": key,
+            "params": ours["params"],
+            "epochs": ours["epochs"],
+            "report_epochs": spec.report.epochs,
+            "train_acc": round(100 * ours["train_accuracy"], 2),
+            "report_train_acc": spec.report.train_accuracy,
+            "test_acc": round(test, 2),
+            "report_test_acc": spec.report.test_accuracy,
+            "test_acc_diff": round(test - spec.report.test_accuracy, 2),
+            "sec_per_epoch": round(ours["seconds_per_epoch"], 2),
+        })
+    return rows
+
+
+def table1_markdown(run_id: str, rows: list[dict[str, Any]], note: str = "") -> str:
+    lines = [
+        f"# Run {run_id}: Table 1, ours beside the report's",
+        "",
+        "| Model | Params | Epochs (ours / report) | Train acc % (ours / report) | Test acc % (ours / report) | Δ test (points) | s/epoch |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['epochs']} / {r['report_epochs']} | "
+            f"{r['train_acc']:.2f} / {r['report_train_acc']:.2f} | {r['test_acc']:.2f} / {r['report_test_acc']:.2f} | "
+            f"{r['test_acc_diff']:+.2f} | {r['sec_per_epoch']:.2f} |"
+        )
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def code_version() -> str:
+    """The git commit of the code that ran (with '-dirty' when uncommitted), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        if commit:
+            return commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return metadata.version("fmnist-pipeline")
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            resources = ray.cluster_resources()
+            info["ray_cluster"] = {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
+                                   "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
+    except Exception:  # the record is best effort; never fail a finished run over it
+        pass
+    return info
+
+
+def run_record(config: PipelineConfig, run_id: str, dataset_version: str, started: float, ended: float,
+               status: str) -> dict[str, Any]:
+    """What ran, on what, with what: enough to reproduce the run. The config holds no secrets."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "run_id": run_id,
+        "status": status,
+        "config": config.model_dump(),
+        "dataset_version": dataset_version,
+        "code_version": code_version(),
+        "libraries": versions,
+        "python": platform.python_version(),
+        "hardware": hardware(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)),
+        "seconds": round(ended - started, 1),
+    }
+
+
+def publish_report(store: Store, run_id: str, dataset_version: str, metrics_by_arch: dict[str, dict],
+                   record: dict[str, Any]) -> dict[str, Any]:
+    """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
+    images, labels, _ = load_split(store, dataset_version, "train", rows=1000)
+    store.put_bytes(f"runs/{run_id}/samples.png", samples_png(images, labels, CLASS_NAMES))
+    rows = table1_rows(metrics_by_arch)
+    summary = {"run_id": run_id, "dataset_version": dataset_version, "table1": rows, "metrics": metrics_by_arch}
+    markdown = table1_markdown(run_id, rows, note=f"Dataset version {dataset_version}; config preset "
+                                                  f"'{record['config']['preset']}'; code {record['code_version']}.")
+    store.put_bytes(f"runs/{run_id}/summary.json", json.dumps(summary, indent=2).encode())
+    store.put_bytes(f"runs/{run_id}/summary.md", markdown.encode())
+    store.put_bytes(f"runs/{run_id}/run.json", json.dumps(record, indent=2).encode())
+    return {"rows": rows, "markdown": markdown}

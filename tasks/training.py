@@ -1,0 +1,242 @@
+"""Train one architecture on one dataset version: the code that runs inside a Ray Tune trial.
+
+No Prefect here. The trainable takes one config dict (PipelineConfig.model_dump()
+plus run_id, dataset_version and architecture), imports the deep-learning
+backend inside, reports and checkpoints once per epoch, resumes from its last
+checkpoint, and leaves its artifacts under runs/<run_id>/<architecture>/.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.architectures import ARCHITECTURES, build_model, compile_for_seed_protocol
+from tasks.shards import CLASS_NAMES, load_split
+from tasks.store import Store, open_store
+
+HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
+
+
+def artifact_prefix(run_id: str, architecture: str) -> str:
+    return f"runs/{run_id}/{architecture}"
+
+
+# --- data ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrialData:
+    x_fit: np.ndarray
+    y_fit: np.ndarray  # one-hot float32
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    test_labels: np.ndarray  # class ids
+
+
+def one_hot(labels: np.ndarray) -> np.ndarray:
+    return np.eye(10, dtype=np.float32)[labels]
+
+
+def seed_protocol_split(n_rows: int, validation_split: float) -> int:
+    """Rows before this index train, the rest validate: the LAST fraction, exactly as Keras'
+    `validation_split` takes it (before any shuffling), so the numbers compare with the report."""
+    return int(math.floor(n_rows * (1.0 - validation_split)))
+
+
+def to_model_input(images: np.ndarray, input_shape: tuple) -> np.ndarray:
+    """uint8 pixels → float32 in [0, 1], shaped as the model's Input ((28, 28) or (28, 28, 1))."""
+    return (images.astype(np.float32) / 255.0).reshape((-1, *input_shape))
+
+
+def load_trial_data(store: Store, version: str, train_rows: int | None, test_rows: int | None,
+                    validation_split: float, input_shape: tuple) -> TrialData:
+    train_images, train_labels, _ = load_split(store, version, "train", train_rows)
+    test_images, test_labels, _ = load_split(store, version, "test", test_rows)
+    x, y = to_model_input(train_images, input_shape), one_hot(train_labels)
+    split_at = seed_protocol_split(len(x), validation_split)
+    return TrialData(x[:split_at], y[:split_at], x[split_at:], y[split_at:],
+                     to_model_input(test_images, input_shape), test_labels)
+
+
+# --- backend and callbacks -----------------------------------------------------------------------
+
+def configure_backend(cpus: float) -> None:
+    """Before any TensorFlow op: GPU memory growth (ray-project/ray#6500) and as many
+    threads as the trial's CPU share, so trials side by side don't oversubscribe cores."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        threads = max(1, int(cpus))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this process (a reused worker): keep its settings
+
+
+def _callbacks(patience: int, early_stopping_state: dict | None, on_epoch: Any) -> list:
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        """EarlyStopping whose counters survive a restart from a checkpoint."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if early_stopping_state:
+                self.wait = early_stopping_state["wait"]
+                self.best = early_stopping_state["best"]
+                self.best_epoch = early_stopping_state["best_epoch"]
+
+        def state(self) -> dict:
+            return {"wait": int(self.wait), "best": None if self.best is None else float(self.best),
+                    "best_epoch": int(self.best_epoch),
+                    "stopped": bool(self.model.stop_training)}
+
+    class EpochReport(keras.callbacks.Callback):
+        """Times each epoch, then hands the epoch's row to `on_epoch` (report + checkpoint)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_FIELDS[1:5]},
+                   "seconds": time.perf_counter() - self.started}
+            on_epoch(row, early_stopping.state())
+
+    early_stopping = ResumableEarlyStopping(monitor="val_accuracy", patience=patience)
+    return [early_stopping, EpochReport()]  # early stopping first: its state is saved after it updates
+
+
+# --- evaluation and artifacts ----------------------------------------------------------------------
+
+def evaluate(model, data: TrialData) -> dict[str, Any]:
+    """Test accuracy and loss from the model's predictions, per-class accuracy, confusion matrix."""
+    probabilities = model.predict(data.x_test, batch_size=1024, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    labels = data.test_labels.astype(np.int64)
+    matrix = np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    return {
+        "test_accuracy": float((predicted == labels).mean()),
+        "test_loss": float(-np.log(picked).mean()),
+        "per_class_accuracy": dict(zip(CLASS_NAMES, (np.diag(matrix) / np.maximum(matrix.sum(1), 1)).round(4).tolist())),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def model_bytes(model) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+def history_csv(history: list[dict]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue().encode()
+
+
+def publish_artifacts(store: Store, prefix: str, model, history: list[dict], metrics: dict, title: str) -> None:
+    """Model, history and plots first, metrics.json last: its presence means the set is complete."""
+    from tasks.plots import confusion_png, curves_png
+
+    blob = model_bytes(model)
+    metrics["model_sha256"] = hashlib.sha256(blob).hexdigest()
+    store.put_bytes(f"{prefix}/model.keras", blob)
+    store.put_bytes(f"{prefix}/history.csv", history_csv(history))
+    store.put_bytes(f"{prefix}/curves.png", curves_png(history, title))
+    store.put_bytes(f"{prefix}/confusion.png", confusion_png(np.array(metrics["confusion_matrix"]), CLASS_NAMES, title))
+    store.put_bytes(f"{prefix}/metrics.json", json.dumps(metrics, indent=2).encode())
+
+
+# --- the trainable ---------------------------------------------------------------------------------
+
+def _save_checkpoint(folder: Path, model, history: list[dict], early_stopping: dict) -> None:
+    model.save(folder / "model.keras")  # weights and Adam state together
+    (folder / "state.json").write_text(json.dumps({"history": history, "early_stopping": early_stopping}))
+
+
+def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
+    import keras
+
+    with checkpoint.as_directory() as folder:
+        model = keras.saving.load_model(Path(folder) / "model.keras", safe_mode=True)
+        state = json.loads((Path(folder) / "state.json").read_text())
+    return model, state["history"], state["early_stopping"]
+
+
+def train_trial(config: dict) -> None:
+    """Ray Tune function trainable: one architecture, the seed protocol, one report per epoch."""
+    from ray import tune
+
+    architecture = ARCHITECTURES[config["architecture"]]
+    configure_backend(config["cpus_per_trial"])
+    import keras
+
+    store = open_store(config["store"], config.get("s3_endpoint"))
+    prefix = artifact_prefix(config["run_id"], architecture.key)
+    if store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt of this run: nothing to redo
+        tune.report({**json.loads(store.get_bytes(f"{prefix}/metrics.json")), "finished": True})
+        return
+
+    keras.utils.set_random_seed(config["seed"])
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        model, history, early_stopping_state = _restore_checkpoint(checkpoint)
+    else:
+        model, history, early_stopping_state = build_model(architecture.key), [], None
+        compile_for_seed_protocol(model)
+    data = load_trial_data(store, config["dataset_version"], config["train_rows"], config["test_rows"],
+                           architecture.validation_split, model.input_shape[1:])
+
+    def on_epoch(row: dict, early_stopping: dict) -> None:
+        history.append(row)
+        with tempfile.TemporaryDirectory() as folder:
+            _save_checkpoint(Path(folder), model, history, early_stopping)
+            tune.report({**row, "finished": False}, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    started = time.perf_counter()
+    resumed_from = len(history)
+    if not (early_stopping_state or {}).get("stopped"):
+        model.fit(data.x_fit, data.y_fit, validation_data=(data.x_val, data.y_val),
+                  batch_size=config["batch_size"], epochs=config["max_epochs"], initial_epoch=len(history),
+                  callbacks=_callbacks(config["patience"], early_stopping_state, on_epoch), verbose=0)
+
+    best = max(history, key=lambda row: row["val_accuracy"])
+    metrics = {
+        "architecture": architecture.key,
+        "report_name": architecture.report_name,
+        "params": model.count_params(),
+        "epochs": len(history),
+        "resumed_from_epoch": resumed_from,
+        "train_accuracy": history[-1]["accuracy"],
+        "best_val_accuracy": best["val_accuracy"],
+        "best_epoch": best["epoch"],
+        **evaluate(model, data),
+        "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
+        "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
+        "attempt_seconds": time.perf_counter() - started,  # this attempt: epochs, evaluation
+        "rows": {"fit": len(data.x_fit), "validation": len(data.x_val), "test": len(data.x_test)},
+        "dataset_version": config["dataset_version"],
+        "backend": keras.backend.backend(),
+    }
+    publish_artifacts(store, prefix, model, history, metrics, f"{architecture.report_name} ({architecture.key})")
+    tune.report({**metrics, "epoch": len(history), "finished": True})
