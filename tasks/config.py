@@ -82,7 +82,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     """One line per bad field: its name, what was wrong, and the value found."""
     lines = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "config"
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "config"
         lines.append(f"config field '{field}': {error['msg']} (found {error.get('input')!r})")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import time
@@ -116,8 +117,10 @@ def _read_local(folder: str, raw: RawFile) -> tuple[str, bytes]:
     raise DatasetError(f"source folder {base}: expected {raw.filename}.gz (or {raw.filename}), found only {found}")
 
 
-def _download(url: str, attempts_delays: tuple[float, ...] = DOWNLOAD_RETRY_DELAYS_S) -> bytes:
+def _download(url: str, attempts_delays: tuple[float, ...] | None = None) -> bytes:
     """GET with retries and backoff on network faults and 5xx/429; a 4xx is final."""
+    if attempts_delays is None:
+        attempts_delays = DOWNLOAD_RETRY_DELAYS_S  # read at call time, so the module setting can be changed
     last: Exception | None = None
     for attempt, delay in enumerate((0.0, *attempts_delays)):
         time.sleep(delay)
@@ -128,8 +131,8 @@ def _download(url: str, attempts_delays: tuple[float, ...] = DOWNLOAD_RETRY_DELA
             if exc.code < 500 and exc.code != 429:
                 raise DatasetError(f"{url}: HTTP {exc.code} {exc.reason}; check the --source URL") from None
             last = exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            last = exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            last = exc  # HTTPException: e.g. IncompleteRead, the connection closed before the whole body came
     raise DatasetError(
         f"{url}: download failed after {len(attempts_delays) + 1} attempts ({last}); "
         "check the network, or use a local copy with --source / FASHION_MNIST_DIR"

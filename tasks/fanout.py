@@ -15,6 +15,7 @@ from typing import Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import PipelineError
+from tasks.shards import load_manifest
 from tasks.store import Store
 from tasks.training import artifact_prefix, train_trial
 
@@ -69,6 +70,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
     from ray import tune
 
+    load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
     connect_ray(config.ray_address)
     filesystem, base = store.arrow_filesystem()
     storage_path = f"{base}/runs/{run_id}"

@@ -272,7 +272,8 @@ class S3Store(Store):
         keys: list[str] = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+                # Skip folder markers ("a/b/", made by pyarrow's create_dir): not objects a reader can get.
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, "listing", prefix or None) from None
         return sorted(keys)

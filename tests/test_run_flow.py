@@ -1,0 +1,81 @@
+"""Integration: `fmnist run --preset quick` end to end on local Ray against the SeaweedFS store."""
+
+import asyncio
+import json
+import uuid
+
+import keras
+import numpy as np
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.cli import main
+from tasks.config import ALL_ARCHITECTURES
+from tasks.shards import load_split
+from tasks.store import open_store
+from tasks.training import to_model_input
+
+PER_MODEL = ("metrics.json", "history.csv", "model.keras", "curves.png", "confusion.png")
+
+
+@pytest.fixture(scope="module")
+def quick_run(prefect_api, s3_server, ray_local):
+    store_uri = f"s3://{s3_server.bucket}/e2e-{uuid.uuid4().hex[:8]}"
+    code = main(["run", "--preset", "quick", "--store", store_uri, "--s3-endpoint", s3_server.endpoint,
+                 "--run-id", "quick-e2e"])
+    assert code == 0
+    return open_store(store_uri, s3_server.endpoint)
+
+
+def test_every_artifact_is_left_for_all_five_models(quick_run):
+    keys = set(quick_run.list_keys("runs/quick-e2e/"))
+    for arch in ALL_ARCHITECTURES:
+        for name in PER_MODEL:
+            assert f"runs/quick-e2e/{arch}/{name}" in keys, f"{arch}/{name} missing"
+    for name in ("summary.json", "summary.md", "run.json", "samples.png"):
+        assert f"runs/quick-e2e/{name}" in keys
+    assert quick_run.get_bytes("runs/quick-e2e/cnn2/curves.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_is_table1_with_the_reports_numbers_beside_ours(quick_run):
+    summary = json.loads(quick_run.get_bytes("runs/quick-e2e/summary.json"))
+    assert [row["key"] for row in summary["table1"]] == list(ALL_ARCHITECTURES)
+    cnn2 = summary["table1"][-1]
+    assert cnn2["report_test_acc"] == 92.72 and cnn2["params"] == 409_034
+    assert cnn2["test_acc_diff"] == pytest.approx(cnn2["test_acc"] - 92.72, abs=0.011)
+    markdown = quick_run.get_bytes("runs/quick-e2e/summary.md").decode()
+    for name in ("Baseline", "Baseline + 1 Hidden Layer", "Baseline + 3 Hidden Layers + Dropout",
+                 "1 CNN Layer + Best MLP", "2 CNN Layers + 1 Hidden Layer"):
+        assert f"| {name} |" in markdown
+    record = json.loads(quick_run.get_bytes("runs/quick-e2e/run.json"))
+    assert record["status"] == "completed" and record["config"]["preset"] == "quick"
+    assert record["libraries"]["tensorflow"] and record["dataset_version"] == summary["dataset_version"]
+
+
+def test_a_stored_model_predicts_its_stored_test_accuracy(quick_run, tmp_path):
+    metrics = json.loads(quick_run.get_bytes("runs/quick-e2e/cnn2/metrics.json"))
+    (tmp_path / "model.keras").write_bytes(quick_run.get_bytes("runs/quick-e2e/cnn2/model.keras"))
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    images, labels, _ = load_split(quick_run, metrics["dataset_version"], "test", metrics["rows"]["test"])
+    predicted = model.predict(to_model_input(images, (28, 28, 1)), verbose=0).argmax(1)
+    assert float((predicted == labels).mean()) == metrics["test_accuracy"]
+
+
+def test_prefect_ui_gets_the_table_and_summary_artifacts(quick_run):
+    async def read(key):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    tables = asyncio.run(read("fmnist-table1"))
+    summaries = asyncio.run(read("fmnist-summary"))
+    assert tables and summaries
+    assert "2 CNN Layers + 1 Hidden Layer" in str(tables[-1].data)
+    assert "quick-e2e" in summaries[-1].data
+
+
+def test_a_finished_run_is_never_overwritten(quick_run, s3_server, capsys):
+    code = main(["run", "--preset", "quick", "--store", quick_run.uri, "--s3-endpoint", s3_server.endpoint,
+                 "--run-id", "quick-e2e"])
+    assert code == 2
+    assert "already finished" in capsys.readouterr().err
