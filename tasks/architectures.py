@@ -100,8 +100,9 @@ def build_model(key: str):
     return keras.Sequential(layers_of(key), name=key)
 
 
-def compile_for_seed_protocol(model) -> None:
+def compile_for_seed_protocol(model, steps_per_execution: int = 1) -> None:
     """Adam (default settings), categorical cross-entropy on one-hot labels, accuracy."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(), loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)

@@ -47,6 +47,11 @@ class PipelineConfig(BaseModel):
     train_rows: int | None = Field(None, ge=100, le=60_000, description="Use only the first N training rows (None: all).")
     test_rows: int | None = Field(None, ge=100, le=10_000, description="Evaluate on the first N test rows (None: all).")
     seed: int = Field(0, ge=0)
+    steps_per_execution: int = Field(
+        32, ge=1, le=4096,
+        description="Batches per call into the backend: same batches and updates as 1, less per-step overhead.")
+    eval_batch_size: int = Field(
+        1024, ge=1, le=65_536, description="Batch for validation and test passes (no effect on the numbers).")
     cpus_per_trial: float = Field(1.0, gt=0, le=512, description="CPUs reserved for each trial.")
     gpus_per_trial: float = Field(0.0, ge=0, le=1, description="Share of one GPU for each trial; fractions pack models.")
     max_failures: int = Field(2, ge=0, le=100, description="Times a trial is restarted from its last checkpoint.")

@@ -124,9 +124,9 @@ def _callbacks(patience: int, early_stopping_state: dict | None, on_epoch: Any) 
 
 # --- evaluation and artifacts ----------------------------------------------------------------------
 
-def evaluate(model, data: TrialData) -> dict[str, Any]:
+def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
     """Test accuracy and loss from the model's predictions, per-class accuracy, confusion matrix."""
-    probabilities = model.predict(data.x_test, batch_size=1024, verbose=0)
+    probabilities = model.predict(data.x_test, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     labels = data.test_labels.astype(np.int64)
     matrix = np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
@@ -203,7 +203,7 @@ def train_trial(config: dict) -> None:
         model, history, early_stopping_state = _restore_checkpoint(checkpoint)
     else:
         model, history, early_stopping_state = build_model(architecture.key), [], None
-        compile_for_seed_protocol(model)
+        compile_for_seed_protocol(model, steps_per_execution=config["steps_per_execution"])
     data = load_trial_data(store, config["dataset_version"], config["train_rows"], config["test_rows"],
                            architecture.validation_split, model.input_shape[1:])
 
@@ -217,7 +217,8 @@ def train_trial(config: dict) -> None:
     resumed_from = len(history)
     if not (early_stopping_state or {}).get("stopped"):
         model.fit(data.x_fit, data.y_fit, validation_data=(data.x_val, data.y_val),
-                  batch_size=config["batch_size"], epochs=config["max_epochs"], initial_epoch=len(history),
+                  batch_size=config["batch_size"], validation_batch_size=config["eval_batch_size"],
+                  epochs=config["max_epochs"], initial_epoch=len(history),
                   callbacks=_callbacks(config["patience"], early_stopping_state, on_epoch), verbose=0)
 
     best = max(history, key=lambda row: row["val_accuracy"])
@@ -230,7 +231,7 @@ def train_trial(config: dict) -> None:
         "train_accuracy": history[-1]["accuracy"],
         "best_val_accuracy": best["val_accuracy"],
         "best_epoch": best["epoch"],
-        **evaluate(model, data),
+        **evaluate(model, data, config["eval_batch_size"]),
         "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
         "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
         "attempt_seconds": time.perf_counter() - started,  # this attempt: epochs, evaluation
