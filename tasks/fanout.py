@@ -65,38 +65,46 @@ def _progress_callback(progress: Progress):
     return TrialProgress()
 
 
+def trial_resources(config: PipelineConfig) -> dict[str, float]:
+    """What each trial asks Ray for: with gpus_per_trial=1 one trial per GPU, with 0.2 five share one."""
+    return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+
+
+def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
+               progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial):
+    """A Tuner with one trial per architecture, storing under runs/<run_id>/tune; restored if that exists."""
+    from ray import tune
+
+    filesystem, base = store.arrow_filesystem()
+    storage_path = f"{base}/runs/{run_id}"
+    experiment = f"{storage_path}/tune"
+    resourced = tune.with_resources(trainable, trial_resources(config))
+    if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+        progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
+        return tune.Tuner.restore(experiment, resourced, resume_errored=True, storage_filesystem=filesystem)
+    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
+                   "architecture": tune.grid_search(list(config.architectures))}
+    return tune.Tuner(
+        resourced,
+        param_space=param_space,
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_progress_callback(progress)],
+            verbose=0,
+        ),
+    )
+
+
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
-    from ray import tune
-
     load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
     connect_ray(config.ray_address)
-    filesystem, base = store.arrow_filesystem()
-    storage_path = f"{base}/runs/{run_id}"
-    trainable = tune.with_resources(train_trial, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
-    experiment = f"{storage_path}/tune"
-
-    if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
-        progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
-        tuner = tune.Tuner.restore(experiment, trainable, resume_errored=True, storage_filesystem=filesystem)
-    else:
-        param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
-                       "architecture": tune.grid_search(list(config.architectures))}
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            run_config=tune.RunConfig(
-                name="tune",
-                storage_path=storage_path,
-                storage_filesystem=filesystem,
-                failure_config=tune.FailureConfig(max_failures=config.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_progress_callback(progress)],
-                verbose=0,
-            ),
-        )
-    results = tuner.fit()
+    results = make_tuner(config, store, run_id, dataset_version, progress).fit()
 
     failed = {r.config["architecture"]: r.error for r in results if r.error}
     if failed:
