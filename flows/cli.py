@@ -29,19 +29,56 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_options(prepare)
     run = commands.add_parser("run", help="the main job: prepare, train the five models through Ray, report")
     _add_config_options(run)
+    run.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished run (same as --run-id RUN_ID)")
+    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped)")
+    deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    deploy.add_argument("--cron", default="0 2 * * *", help="schedule (default: '0 2 * * *', 02:00 every night)")
+    deploy.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default: UTC)")
+    deploy.add_argument("--on-collision", default="enqueue", choices=("enqueue", "cancel"),
+                        help="a run started while one is going waits (enqueue, default) or is cancelled")
+    _add_config_options(deploy)
+    champion = commands.add_parser("champion", help="show the current champion models")
+    champion.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
+    champion.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
     return parser
 
 
 def _config_from(args: argparse.Namespace) -> PipelineConfig:
     values: dict[str, Any] = {n: getattr(args, n, None) for n in PipelineConfig.model_fields}
+    if getattr(args, "resume", None):
+        values["run_id"] = args.resume
     return build_config(**values)
+
+
+def _show_champions(store_uri: str, s3_endpoint: str | None) -> None:
+    from tasks.champion import read_champions
+    from tasks.store import open_store
+
+    pointer = read_champions(open_store(store_uri, s3_endpoint))
+    if not pointer:
+        print(f"no champion yet in {store_uri} (a full run promotes its models)")
+        return
+    print(f"champions in {store_uri} (revision {pointer['revision']}):")
+    print("| slot | architecture | test accuracy | run | model |\n|---|---|---:|---|---|")
+    slots = {**pointer.get("architectures", {}), "overall": pointer.get("overall")}
+    for slot, entry in slots.items():
+        if entry:
+            print(f"| {slot} | {entry['architecture']} | {100 * entry['test_accuracy']:.2f}% | {entry['run_id']} | "
+                  f"{entry['model_key']} |")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "champion":
+            _show_champions(args.store, args.s3_endpoint)
+            return 0
         config = _config_from(args)
-        if args.command == "prepare":
+        if args.command == "deploy":
+            from flows.deploy import nightly_deployment, serve_nightly
+
+            serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision))
+        elif args.command == "prepare":
             from flows.prepare import describe, prepare_flow
 
             result = prepare_flow(config)

@@ -7,14 +7,16 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.config import PipelineConfig
 from tasks.dataset import RawDataset, fetch_dataset
-from tasks.errors import ChecksumError, IdxFormatError
+from tasks.errors import DatasetError
 from tasks.shards import PrepareResult, publish_dataset
 from tasks.store import open_store
 
 
 def _retry_unless_bad_content(task, task_run, state) -> bool:
-    """Network faults are worth another try; a wrong checksum or header never gets better."""
-    return not isinstance(state.data, (ChecksumError, IdxFormatError))
+    """A bad source or content (missing folder, HTML page, truncated .gz, wrong header or checksum, HTTP 4xx)
+    never gets better, and network faults were already retried with backoff inside the download: no Prefect
+    retry for a DatasetError. Other faults (an S3 source going away: StoreError) get another try."""
+    return not isinstance(state.data, DatasetError)
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_unless_bad_content, cache_policy=NO_CACHE)
@@ -40,6 +42,7 @@ def describe(result: PrepareResult, store_uri: str) -> str:
 @flow(name="fmnist-prepare", log_prints=True)
 def prepare_flow(config: PipelineConfig = PipelineConfig()) -> PrepareResult:
     """Fetch Fashion-MNIST, verify it, and publish it as Parquet shards in the store."""
+    open_store(config.store, config.s3_endpoint)  # fail fast on a wrong URI, endpoint, bucket or credentials
     raw = fetch(config.source)
     result = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
     get_run_logger().info(describe(result, config.store))

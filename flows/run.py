@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.prepare import fetch, shard_and_publish
+from tasks.champion import Decision, promote
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError
 from tasks.fanout import run_trials
@@ -44,11 +45,22 @@ def train(config: PipelineConfig, run_id: str, dataset_version: str) -> dict[str
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
-def report(config: PipelineConfig, run_id: str, dataset_version: str, metrics: dict[str, dict], started: float) -> dict:
-    """Table 1 beside the report's, Figure 1, and the run record, into the store."""
+def promote_champions(config: PipelineConfig, run_id: str, metrics: dict[str, dict]) -> list[Decision]:
+    """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
+    store = open_store(config.store, config.s3_endpoint)
+    decisions = promote(store, run_id, metrics, config.promotion_margin)
+    for decision in decisions:
+        get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
+    return decisions
+
+
+@task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+def report(config: PipelineConfig, run_id: str, dataset_version: str, metrics: dict[str, dict],
+           decisions: list[Decision], started: float) -> dict:
+    """Table 1 beside the report's, Figure 1, the champion decisions and the run record, into the store."""
     store = open_store(config.store, config.s3_endpoint)
     record = run_record(config, run_id, dataset_version, started, time.time(), status="completed")
-    return publish_report(store, run_id, dataset_version, metrics, record)
+    return publish_report(store, run_id, dataset_version, metrics, record, decisions)
 
 
 @flow(name="fmnist-run", log_prints=True)
@@ -61,7 +73,8 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     prepared = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
     del raw  # the trials read the shards; free the driver's copy
     metrics = train(config, run_id, prepared.version)
-    result = report(config, run_id, prepared.version, metrics, started)
+    decisions = promote_champions(config, run_id, metrics)
+    result = report(config, run_id, prepared.version, metrics, decisions, started)
 
     create_table_artifact(table=result["rows"], key="fmnist-table1",
                           description=f"Run {run_id}: test accuracy beside the report's Table 1")

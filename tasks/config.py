@@ -55,6 +55,9 @@ class PipelineConfig(BaseModel):
     cpus_per_trial: float = Field(1.0, gt=0, le=512, description="CPUs reserved for each trial.")
     gpus_per_trial: float = Field(0.0, ge=0, le=1, description="Share of one GPU for each trial; fractions pack models.")
     max_failures: int = Field(2, ge=0, le=100, description="Times a trial is restarted from its last checkpoint.")
+    promotion_margin: float = Field(
+        0.002, ge=0, le=1,
+        description="A model replaces the champion only if its test accuracy is higher by at least this (0.002 = 0.2 points).")
     ray_address: str | None = Field(None, description="Existing Ray cluster (else RAY_ADDRESS, else a local Ray).")
     run_id: str | None = Field(None, description="Name of the run; generated when empty. Reuse it to resume.")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.architectures import ARCHITECTURES
+from tasks.champion import Decision, decisions_json, decisions_markdown
 from tasks.config import PipelineConfig
 from tasks.plots import samples_png
 from tasks.shards import CLASS_NAMES, load_split
@@ -114,14 +115,18 @@ def run_record(config: PipelineConfig, run_id: str, dataset_version: str, starte
 
 
 def publish_report(store: Store, run_id: str, dataset_version: str, metrics_by_arch: dict[str, dict],
-                   record: dict[str, Any]) -> dict[str, Any]:
+                   record: dict[str, Any], decisions: list[Decision]) -> dict[str, Any]:
     """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
     images, labels, _ = load_split(store, dataset_version, "train", rows=1000)
     store.put_bytes(f"runs/{run_id}/samples.png", samples_png(images, labels, CLASS_NAMES))
     rows = table1_rows(metrics_by_arch)
-    summary = {"run_id": run_id, "dataset_version": dataset_version, "table1": rows, "metrics": metrics_by_arch}
+    promoted = [d.slot for d in decisions if d.promoted]
+    summary = {"run_id": run_id, "dataset_version": dataset_version, "table1": rows, "metrics": metrics_by_arch,
+               "promoted": bool(promoted), "champion_decisions": decisions_json(decisions)}
     markdown = table1_markdown(run_id, rows, note=f"Dataset version {dataset_version}; config preset "
                                                   f"'{record['config']['preset']}'; code {record['code_version']}.")
+    markdown += "\n" + (f"**Promoted**: {', '.join(promoted)}\n" if promoted else "**Not promoted**\n")
+    markdown += "\n" + decisions_markdown(decisions)
     store.put_bytes(f"runs/{run_id}/summary.json", json.dumps(summary, indent=2).encode())
     store.put_bytes(f"runs/{run_id}/summary.md", markdown.encode())
     store.put_bytes(f"runs/{run_id}/run.json", json.dumps(record, indent=2).encode())

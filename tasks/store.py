@@ -11,6 +11,8 @@ their manifest last.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -59,6 +61,14 @@ class Store(ABC):
     @abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """The object's bytes; MissingKey when there is none."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        """(bytes, version token) of `key`, or (None, None) when absent: the start of a compare-and-swap."""
+
+    @abstractmethod
+    def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
+        """Write only if `key` still has version `token` (None: still absent). False: someone else wrote first."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -124,6 +134,24 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise MissingKey(f"{self.url_for(key)}: no such object") from None
 
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # An exclusive lock makes compare-then-replace atomic between processes on this machine.
+        with open(path.with_name(f".{path.name}.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.read_versioned(key)[1] != token:
+                return False
+            self.put_bytes(key, data)
+            return True
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
@@ -135,7 +163,7 @@ class LocalStore(Store):
             return []
         keys = []
         for path in start.rglob("*"):
-            if path.is_file() and ".tmp-" not in path.name:
+            if path.is_file() and ".tmp-" not in path.name and not path.name.endswith(".lock"):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -226,18 +254,7 @@ class S3Store(Store):
             raise self._error(exc, "writing", key) from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-            return True
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                return False
-            raise self._error(exc, "writing", key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "writing", key) from None
+        return self.put_if_version(key, data, None)
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -250,6 +267,34 @@ class S3Store(Store):
             raise self._error(exc, "reading", key) from None
         except BotoCoreError as exc:
             raise self._error(exc, "reading", key) from None
+
+    def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise self._error(exc, "reading", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "reading", key) from None
+
+    def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+            return True
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey"):
+                return False
+            raise self._error(exc, "writing", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "writing", key) from None
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -1,0 +1,90 @@
+"""Champion promotion against both store backends: better promotes, worse does not, races have one winner."""
+
+import json
+import threading
+
+import pytest
+
+from tasks.champion import CHAMPION_KEY, promote, read_champions
+from tasks.store import open_store
+
+
+def metrics(arch: str, accuracy: float, test_rows: int = 10_000) -> dict:
+    return {"architecture": arch, "test_accuracy": accuracy, "rows": {"test": test_rows},
+            "model_sha256": "0" * 64, "dataset_version": "v1"}
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    server = request.getfixturevalue("s3_server")
+    return open_store(request.getfixturevalue("s3_store_uri"), server.endpoint)
+
+
+def test_first_full_run_becomes_champion(store):
+    decisions = promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92), "mlp1": metrics("mlp1", 0.88)}, margin=0.002)
+    assert all(d.promoted for d in decisions)
+    pointer = read_champions(store)
+    assert pointer["overall"]["architecture"] == "cnn2" and pointer["overall"]["run_id"] == "run-a"
+    assert pointer["architectures"]["mlp1"]["model_key"] == "runs/run-a/mlp1/model.keras"
+
+
+def test_better_by_the_margin_promotes_and_worse_or_within_margin_does_not(store):
+    promote(store, "run-a", {"cnn2": metrics("cnn2", 0.920)}, margin=0.002)
+    within = promote(store, "run-b", {"cnn2": metrics("cnn2", 0.921)}, margin=0.002)
+    assert not any(d.promoted for d in within) and "does not beat" in within[0].reason
+    worse = promote(store, "run-c", {"cnn2": metrics("cnn2", 0.90)}, margin=0.002)
+    assert not any(d.promoted for d in worse)
+    assert read_champions(store)["architectures"]["cnn2"]["run_id"] == "run-a"
+    better = promote(store, "run-d", {"cnn2": metrics("cnn2", 0.925)}, margin=0.002)
+    assert all(d.promoted for d in better)
+    assert read_champions(store)["overall"]["run_id"] == "run-d"
+
+
+def test_a_quick_run_never_competes(store):
+    decisions = promote(store, "quick", {"cnn2": metrics("cnn2", 0.99, test_rows=1000)}, margin=0.0)
+    assert not any(d.promoted for d in decisions) and "1,000 of 10,000" in decisions[0].reason
+    assert not store.exists(CHAMPION_KEY)
+
+
+def test_two_concurrent_promotions_leave_exactly_one_winner(store):
+    promote(store, "base", {"cnn2": metrics("cnn2", 0.90)}, margin=0.002)
+    barrier = threading.Barrier(2)
+    original = store.read_versioned
+    outcomes: dict[str, bool] = {}
+
+    first_read = threading.local()
+
+    def read_then_wait(key):
+        result = original(key)
+        if not getattr(first_read, "done", False):
+            first_read.done = True
+            barrier.wait(timeout=10)  # both runs read the same pointer before either writes
+        return result
+
+    store.read_versioned = read_then_wait
+
+    def contender(run_id):
+        outcomes[run_id] = any(d.promoted for d in promote(store, run_id, {"cnn2": metrics("cnn2", 0.93)}, 0.002))
+
+    threads = [threading.Thread(target=contender, args=(run,)) for run in ("left", "right")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    store.read_versioned = original
+    assert sorted(outcomes.values()) == [False, True]  # the loser re-read the winner's pointer: not better by the margin
+    winner = next(run for run, won in outcomes.items() if won)
+    pointer = json.loads(store.get_bytes(CHAMPION_KEY))
+    assert pointer["architectures"]["cnn2"]["run_id"] == winner == pointer["overall"]["run_id"]
+    assert pointer["revision"] == 2
+
+
+def test_stale_version_token_is_refused(store):
+    assert store.put_if_version("pointer.json", b"1", None)
+    _, token = store.read_versioned("pointer.json")
+    assert not store.put_if_version("pointer.json", b"x", None)
+    assert store.put_if_version("pointer.json", b"2", token)
+    assert not store.put_if_version("pointer.json", b"3", token)
+    assert store.get_bytes("pointer.json") == b"2"
