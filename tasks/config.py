@@ -78,6 +78,13 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"each architecture at most once, found {value}")
         return value
 
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL, e.g. http://127.0.0.1:9000")
+        return value
+
     @field_validator("run_id")
     @classmethod
     def _safe_run_id(cls, value: str | None) -> str | None:

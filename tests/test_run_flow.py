@@ -4,13 +4,12 @@ import asyncio
 import json
 import uuid
 
-import keras
-import numpy as np
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.cli import main
+from tasks.artifacts import load_run_model
 from tasks.config import ALL_ARCHITECTURES
 from tasks.shards import load_split
 from tasks.store import open_store
@@ -55,8 +54,7 @@ def test_summary_is_table1_with_the_reports_numbers_beside_ours(quick_run):
 
 def test_a_stored_model_predicts_its_stored_test_accuracy(quick_run, tmp_path):
     metrics = json.loads(quick_run.get_bytes("runs/quick-e2e/cnn2/metrics.json"))
-    (tmp_path / "model.keras").write_bytes(quick_run.get_bytes("runs/quick-e2e/cnn2/model.keras"))
-    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    model = load_run_model(quick_run, "quick-e2e", "cnn2")  # safe_mode, hash checked against metrics.json
     images, labels, _ = load_split(quick_run, metrics["dataset_version"], "test", metrics["rows"]["test"])
     predicted = model.predict(to_model_input(images, (28, 28, 1)), verbose=0).argmax(1)
     assert float((predicted == labels).mean()) == metrics["test_accuracy"]
