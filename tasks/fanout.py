@@ -112,5 +112,6 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
                             for arch, err in failed.items())
         raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
                             f"Fix the cause and resume with `fmnist run --run-id {run_id}`")
-    return {arch: json.loads(store.get_bytes(f"{artifact_prefix(run_id, arch)}/metrics.json"))
-            for arch in config.architectures}
+    # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
+    trained = [r.config["architecture"] for r in results]
+    return {arch: json.loads(store.get_bytes(f"{artifact_prefix(run_id, arch)}/metrics.json")) for arch in trained}

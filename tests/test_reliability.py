@@ -1,0 +1,192 @@
+"""Faults a night brings: a trial's worker killed, the whole run killed, the store going away, two runs at once.
+
+Each test injects the real fault (SIGKILL, a stopped S3 server) into real Ray, Prefect and SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tasks.config import PipelineConfig
+from tasks.errors import StoreError
+from tasks.fanout import run_trials
+from tasks.shards import publish_dataset
+from tasks.store import open_store
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def checkpoints(store, run_id: str) -> list[str]:
+    return [k for k in store.list_keys(f"runs/{run_id}/tune/") if "/checkpoint_" in k and k.endswith("state.json")]
+
+
+def trial_pids() -> list[int]:
+    """Processes running a Tune function trial (Ray titles them ray::ImplicitFunc…)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"ImplicitFunc" in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def history_epochs(store, run_id: str, arch: str) -> list[int]:
+    rows = csv.DictReader(io.StringIO(store.get_bytes(f"runs/{run_id}/{arch}/history.csv").decode()))
+    return [int(row["epoch"]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def local_store_with_data(tmp_path_factory, raw_dataset):
+    store = open_store(str(tmp_path_factory.mktemp("reliability")))
+    return store, publish_dataset(raw_dataset, store).version
+
+
+def test_a_killed_trial_worker_resumes_from_its_last_epoch(ray_local, local_store_with_data):
+    store, version = local_store_with_data
+    run_id = f"killed-worker-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["cnn2"], max_epochs=6, train_rows=6000,
+                            test_rows=500, max_failures=2)
+    killed: list[int] = []
+
+    def kill_after_second_checkpoint():
+        wait_for(lambda: history_len(store, run_id) >= 2, 240, "two checkpointed epochs")
+        for pid in trial_pids():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+    killer.start()
+    metrics = run_trials(config, store, run_id, version)["cnn2"]
+    killer.join(timeout=5)
+
+    assert killed, "no trial process was found to kill"
+    assert metrics["resumed_from_epoch"] >= 2  # restarted from a checkpoint, not from scratch
+    assert history_epochs(store, run_id, "cnn2") == list(range(1, 7))  # no gap, no duplicate
+
+
+def history_len(store, run_id: str) -> int:
+    """Epochs in the newest checkpoint of the run's (single) trial."""
+    states = sorted(checkpoints(store, run_id))
+    if not states:
+        return 0
+    try:
+        return len(json.loads(store.get_bytes(states[-1]))["history"])
+    except Exception:  # a checkpoint being replaced under us
+        return 0
+
+
+def fmnist(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.fixture
+def cli_env(prefect_api):
+    return {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1",
+            "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, fashion_dir):
+    store = open_store(str(tmp_path / "store"))
+    run_id = "killed-run"
+    args = ["run", "--preset", "quick", "--store", store.uri, "--run-id", run_id, "--architectures", "baseline,cnn2",
+            "--max-epochs", "8", "--train-rows", "6000", "--test-rows", "500"]
+    first = fmnist(*args, env=cli_env)
+    try:
+        wait_for(lambda: store.exists(f"runs/{run_id}/baseline/metrics.json")
+                 and any("cnn2" in k for k in checkpoints(store, run_id)), 300, "baseline done and a cnn2 checkpoint")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the flow process, its local Ray and its trials
+        first.wait(timeout=30)
+    assert not store.exists(f"runs/{run_id}/run.json")
+    baseline_before = store.get_bytes(f"runs/{run_id}/baseline/metrics.json")
+    time.sleep(2)  # let the killed Ray's processes go
+
+    second = fmnist(*(args[:5] + ["--resume", run_id] + args[7:]), env=cli_env)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-3000:]
+    assert "already published" in output and "resuming run killed-run" in output
+    assert store.get_bytes(f"runs/{run_id}/baseline/metrics.json") == baseline_before  # not trained again
+    cnn2 = json.loads(store.get_bytes(f"runs/{run_id}/cnn2/metrics.json"))
+    assert cnn2["resumed_from_epoch"] >= 1
+    assert history_epochs(store, run_id, "cnn2") == list(range(1, cnn2["epochs"] + 1))
+    assert store.exists(f"runs/{run_id}/run.json")
+
+
+def test_two_runs_at_once_both_complete_and_one_champion_wins(tmp_path, cli_env, fashion_dir):
+    store = open_store(str(tmp_path / "store"))
+    # Baseline only, but on the whole test set so that both runs compete for the champion.
+    common = ["run", "--preset", "quick", "--store", store.uri, "--architectures", "baseline", "--test-rows", "10000"]
+    runs = {run_id: fmnist(*common, "--run-id", run_id, env=cli_env) for run_id in ("night-a", "night-b")}
+    for run_id, process in runs.items():
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, f"{run_id}: {output[-3000:]}"
+    summaries = {r: json.loads(store.get_bytes(f"runs/{r}/summary.json")) for r in runs}
+    assert all(s["run_id"] == r for r, s in summaries.items())  # neither overwrote the other
+    assert all(store.exists(f"runs/{r}/baseline/model.keras") for r in runs)
+    # Same seed, same data: equal accuracy, so whichever promoted first stays champion and the other is refused.
+    assert sorted(s["promoted"] for s in summaries.values()) == [False, True]
+    pointer = json.loads(store.get_bytes("models/champion.json"))
+    winner = next(r for r, s in summaries.items() if s["promoted"])
+    assert pointer["overall"]["run_id"] == winner and pointer["revision"] == 1
+
+
+def test_store_away_briefly_is_retried_and_away_for_good_is_a_clear_error(s3_server, s3_store_uri, raw_dataset,
+                                                                           monkeypatch):
+    store = open_store(s3_store_uri, s3_server.endpoint)
+    store.put_bytes("probe", b"before")
+
+    # Away for ~3 s, inside botocore's retry window (standard mode, 5 attempts with backoff).
+    s3_server.stop()
+    restarter = threading.Timer(3.0, s3_server.start)
+    restarter.start()
+    try:
+        store.put_bytes("probe", b"after")
+    finally:
+        restarter.join()
+    assert store.get_bytes("probe") == b"after"
+
+    # Away for good: a clear error, and no manifest — the half-written version is invisible.
+    monkeypatch.setenv("FMNIST_S3_MAX_ATTEMPTS", "2")
+    flaky = open_store(s3_store_uri, s3_server.endpoint)
+    real_put = flaky.put_bytes
+    writes = []
+
+    def put_then_vanish(key, data):
+        writes.append(key)
+        if len(writes) == 3:
+            s3_server.stop()
+        real_put(key, data)
+
+    flaky.put_bytes = put_then_vanish
+    try:
+        with pytest.raises(StoreError) as error:
+            publish_dataset(raw_dataset, flaky)
+        assert "cannot reach S3 endpoint" in str(error.value) and s3_server.endpoint in str(error.value)
+    finally:
+        s3_server.start()
+    assert not [k for k in store.list_keys("datasets/") if k.endswith("manifest.json")]
