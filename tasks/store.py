@@ -190,7 +190,7 @@ class S3Store(Store):
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         # Credentials come from the standard AWS chain (env, profile, instance role), never from our config.
         config = Config(
-            retries={"max_attempts": int(os.environ.get("FMNIST_S3_MAX_ATTEMPTS", "5")), "mode": "standard"},
+            retries={"max_attempts": int(os.environ.get("FMNIST_S3_MAX_ATTEMPTS", "8")), "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
             # Some S3-compatible servers reject or store boto3's default CRC checksums (boto/boto3#4392).

@@ -77,3 +77,36 @@ def test_a_finished_run_is_never_overwritten(quick_run, s3_server, capsys):
                  "--run-id", "quick-e2e"])
     assert code == 2
     assert "already finished" in capsys.readouterr().err
+
+
+def test_the_sentinel_secret_appears_nowhere(quick_run, s3_server, prefect_api):
+    """The AWS secret of this session is a sentinel: grep everything the run produced for it."""
+    secret = s3_server.secret_key.encode()
+    assert secret.startswith(b"fmnist-sentinel-secret-")
+    # Every object in the store: shards (Parquet metadata included), models, plots, records, Tune's state.
+    objects = quick_run.list_keys("")
+    assert any(k.endswith(".parquet") for k in objects) and any("/tune/" in k for k in objects)
+    leaked = [k for k in objects if secret in quick_run.get_bytes(k)]
+    assert not leaked, f"secret found in {leaked}"
+
+    async def prefect_texts():
+        async with get_client() as client:
+            artifacts = await client.read_artifacts()
+            logs = await client.read_logs()
+        return [str(a.data) for a in artifacts] + [log.message for log in logs]
+
+    texts = asyncio.run(prefect_texts())
+    assert texts and not [t for t in texts if secret.decode() in t]
+
+    # Ray's own logs of this session (the trials ran there with the secret in their environment).
+    from pathlib import Path
+
+    ray_logs = [p for p in Path("/tmp/ray/session_latest/logs").rglob("*") if p.is_file()]
+    assert ray_logs and not [p for p in ray_logs if secret in p.read_bytes()]
+
+    # And an error from the store, with the secret in use, does not quote it.
+    from tasks.errors import StoreError
+
+    with pytest.raises(StoreError) as error:
+        open_store("s3://no-such-bucket-here", s3_server.endpoint)
+    assert secret.decode() not in str(error.value)
