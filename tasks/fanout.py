@@ -17,7 +17,7 @@ from tasks.config import PipelineConfig
 from tasks.errors import PipelineError
 from tasks.shards import load_manifest
 from tasks.store import Store
-from tasks.training import artifact_prefix, train_trial
+from tasks.training import artifact_prefix, load_dataset_arrays, train_trial
 
 Progress = Callable[[str], None]
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
@@ -78,6 +78,10 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     filesystem, base = store.arrow_filesystem()
     storage_path = f"{base}/runs/{run_id}"
     experiment = f"{storage_path}/tune"
+    if trainable is train_trial:
+        # Decode the rows once here; Ray's object store hands them to every trial (one copy per node).
+        arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows)
+        trainable = tune.with_parameters(train_trial, arrays=arrays)
     resourced = tune.with_resources(trainable, trial_resources(config))
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
         progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")

@@ -60,10 +60,16 @@ def to_model_input(images: np.ndarray, input_shape: tuple) -> np.ndarray:
     return (images.astype(np.float32) / 255.0).reshape((-1, *input_shape))
 
 
-def load_trial_data(store: Store, version: str, train_rows: int | None, test_rows: int | None,
-                    validation_split: float, input_shape: tuple) -> TrialData:
-    train_images, train_labels, _ = load_split(store, version, "train", train_rows)
-    test_images, test_labels, _ = load_split(store, version, "test", test_rows)
+SplitArrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images, labels)
+
+
+def load_dataset_arrays(store: Store, version: str, train_rows: int | None, test_rows: int | None) -> SplitArrays:
+    """The rows a run trains and tests on, decoded once (the driver shares them with every trial)."""
+    return {split: load_split(store, version, split, rows)[:2] for split, rows in (("train", train_rows), ("test", test_rows))}
+
+
+def trial_data(arrays: SplitArrays, validation_split: float, input_shape: tuple) -> TrialData:
+    (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
     x, y = to_model_input(train_images, input_shape), one_hot(train_labels)
     split_at = seed_protocol_split(len(x), validation_split)
     return TrialData(x[:split_at], y[:split_at], x[split_at:], y[split_at:],
@@ -183,8 +189,12 @@ def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
     return model, state["history"], state["early_stopping"]
 
 
-def train_trial(config: dict) -> None:
-    """Ray Tune function trainable: one architecture, the seed protocol, one report per epoch."""
+def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
+    """Ray Tune function trainable: one architecture, the seed protocol, one report per epoch.
+
+    `arrays` are the decoded rows, shared through Ray's object store (tune.with_parameters):
+    read-only and zero-copy for every trial on a node. Without them the trial reads the shards.
+    """
     from ray import tune
 
     architecture = ARCHITECTURES[config["architecture"]]
@@ -204,8 +214,9 @@ def train_trial(config: dict) -> None:
     else:
         model, history, early_stopping_state = build_model(architecture.key), [], None
         compile_for_seed_protocol(model, steps_per_execution=config["steps_per_execution"])
-    data = load_trial_data(store, config["dataset_version"], config["train_rows"], config["test_rows"],
-                           architecture.validation_split, model.input_shape[1:])
+    if arrays is None:
+        arrays = load_dataset_arrays(store, config["dataset_version"], config["train_rows"], config["test_rows"])
+    data = trial_data(arrays, architecture.validation_split, model.input_shape[1:])
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
