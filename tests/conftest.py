@@ -1,0 +1,124 @@
+"""Shared fixtures: the real dataset, a real S3 server (SeaweedFS), a Prefect test server.
+
+Session-scoped and started only when a test asks for them:
+- `fashion_dir`: Debian's Fashion-MNIST folder (apt-get install dataset-fashion-mnist).
+- `raw_dataset`: the verified arrays read from it once per session (read-only: do not modify).
+- `s3_server`: a `weed mini` on free 127.0.0.1 ports with one bucket; `.endpoint`, `.bucket`,
+  `.access_key`, `.secret_key`, `.client()` (boto3), `.stop()` / `.start()` (same data, same ports),
+  `.credentials_env()` for subprocesses. While it runs, os.environ carries its key pair and
+  AWS_DEFAULT_REGION, so S3Store and pyarrow (standard credential chain) sign with it.
+  AWS_ENDPOINT_URL is NOT set: pass `s3_endpoint=s3_server.endpoint` (or monkeypatch the variable).
+- `s3_store_uri` (per test): a fresh `s3://<bucket>/test-<uuid>` prefix.
+- `prefect_api`: prefect_test_harness(); the API URL string, for PREFECT_API_URL of subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from seaweed_server import SeaweedServer, temporary_root
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+@contextmanager
+def environ(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables, restoring the old values afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    missing = [name for name in FASHION_FILES if not (FASHION_DIR / name).is_file()]
+    if missing:
+        pytest.fail(
+            f"Fashion-MNIST not found in {FASHION_DIR} (missing {missing}): "
+            "apt-get install dataset-fashion-mnist",
+            pytrace=False,
+        )
+    return FASHION_DIR
+
+
+@pytest.fixture(scope="session")
+def raw_dataset(fashion_dir):
+    """The four verified arrays (tasks.dataset.RawDataset); shared, so never modify them in place."""
+    from tasks.dataset import fetch_dataset
+
+    return fetch_dataset(str(fashion_dir))
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedServer]:
+    server = SeaweedServer(temporary_root("weed-test-"))
+    with environ(
+        **server.credentials_env(),
+        AWS_SESSION_TOKEN=None,
+        AWS_PROFILE=None,
+        AWS_EC2_METADATA_DISABLED="true",  # no instance-metadata lookups when a test removes the credentials
+    ):
+        try:
+            server.start(timeout=60)
+        except RuntimeError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield server
+        finally:
+            server.stop()
+    import shutil
+
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_store_uri(s3_server: SeaweedServer) -> str:
+    return f"s3://{s3_server.bucket}/test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    with environ(PREFECT_SERVER_ANALYTICS_ENABLED="false"):
+        import prefect.settings
+        from prefect.testing.utilities import prefect_test_harness
+
+        with prefect_test_harness(server_startup_timeout=90):
+            yield prefect.settings.PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def ray_local(request) -> Iterator[None]:
+    """A real local Ray with 2 CPUs (this machine's size), started once. When the session
+    also uses S3, it starts after SeaweedFS so the workers inherit its credentials."""
+    import ray
+
+    from tasks.fanout import WORKER_ENV
+
+    if "s3_server" in request.fixturenames or any("s3" in item.name for item in request.session.items):
+        request.getfixturevalue("s3_server")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})
+    yield
+    ray.shutdown()

@@ -1,0 +1,116 @@
+"""`fmnist prepare` as a user runs it: a subprocess, against the session's Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.shards import list_versions, load_manifest
+from tasks.store import LocalStore, open_store
+
+_SCRIPT = Path(sys.executable).parent / "fmnist"
+FMNIST = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "flows.cli"]
+SUMMARY = re.compile(
+    r"^dataset version (?P<version>[0-9a-f]{16}) \((?P<state>published|already published, nothing written)\): "
+    r"train 60,000 rows, test 10,000 rows, 7 shards, (?P<mb>[0-9.]+) MB in (?P<store>\S+)$"
+)
+
+
+def fmnist_prepare(args: list[str], prefect_api: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
+    return subprocess.run(
+        [*FMNIST, "prepare", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
+    )
+
+
+def summary(result: subprocess.CompletedProcess) -> re.Match:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    lines = result.stdout.strip().splitlines()
+    match = SUMMARY.match(lines[-1]) if lines else None
+    assert match, f"no summary line in stdout:\n{result.stdout}"
+    return match
+
+
+def test_prepare_into_a_folder_then_again(tmp_path, prefect_api) -> None:
+    store_dir = tmp_path / "artifacts"
+    first = summary(fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path))
+    assert first["state"] == "published" and first["store"] == str(store_dir)
+    assert 25 < float(first["mb"]) < 40
+
+    store = LocalStore(store_dir)
+    assert list_versions(store) == [first["version"]]
+    manifest = load_manifest(store, first["version"])
+    assert {split: info["rows"] for split, info in manifest["splits"].items()} == {"train": 60_000, "test": 10_000}
+    stamps = {p: p.stat().st_mtime_ns for p in store_dir.rglob("*") if p.is_file()}
+
+    second = summary(fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path))
+    assert second["state"] == "already published, nothing written" and second["version"] == first["version"]
+    assert {p: p.stat().st_mtime_ns for p in store_dir.rglob("*") if p.is_file()} == stamps
+
+
+def test_prepare_into_s3(tmp_path, prefect_api, s3_server, s3_store_uri) -> None:
+    # The endpoint as a flag; the key pair from the environment (the standard AWS chain).
+    first = fmnist_prepare(["--store", s3_store_uri, "--s3-endpoint", s3_server.endpoint], prefect_api, tmp_path)
+    match = summary(first)
+    assert match["state"] == "published" and match["store"] == s3_store_uri
+    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    assert list_versions(store) == [match["version"]]
+    assert load_manifest(store, match["version"])["splits"]["train"]["class_counts"] == [6000] * 10
+
+    # The endpoint from AWS_ENDPOINT_URL instead: the same store, nothing to do.
+    second = fmnist_prepare(["--store", s3_store_uri], prefect_api, tmp_path, env={"AWS_ENDPOINT_URL": s3_server.endpoint})
+    assert summary(second)["state"] == "already published, nothing written"
+    for output in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert s3_server.secret_key not in output
+
+
+PREFECT_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ \| ")
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's one error line. Prefect's own log lines may surround it (its EventsWorker may log after it at exit)."""
+    lines = stderr.rstrip("\n").splitlines()
+    found = [i for i, line in enumerate(lines) if line.startswith("fmnist prepare: error: ")]
+    assert len(found) == 1, f"expected one 'fmnist prepare: error:' line in stderr:\n{stderr[-4000:]}"
+    after = lines[found[0] + 1:]
+    assert all(PREFECT_LOG_LINE.match(line) for line in after[:1]), f"the error continues on a second line:\n{stderr[-4000:]}"
+    return lines[found[0]]
+
+
+BAD_INPUTS = [
+    pytest.param(["--source", "{tmp}/no-such-folder"], ["source folder {tmp}/no-such-folder", "does not exist",
+                 "apt-get install dataset-fashion-mnist"], True, id="missing-source"),
+    pytest.param(["--store", "ftp://x"], ["store URI 'ftp://x'", "unknown scheme 'ftp'", "s3://bucket/prefix"], False, id="ftp-store"),
+    pytest.param(["--max-epochs", "-1"], ["config field 'max_epochs'", "greater than or equal to 1", "'-1'"], False, id="negative-epochs"),
+    pytest.param(["--architectures", "nope"], ["config field 'architectures[0]'", "'baseline'", "'cnn2'", "(found 'nope')"], False,
+                 id="unknown-architecture"),
+    pytest.param(["--gpus-per-trial", "2"], ["config field 'gpus_per_trial'", "less than or equal to 1", "'2'"], False, id="gpu-share-above-1"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected", "creates_store"), BAD_INPUTS)
+def test_bad_input_exits_2_with_one_clear_line(tmp_path, prefect_api, args, expected, creates_store) -> None:
+    store_dir = tmp_path / "store"
+    args = [a.format(tmp=tmp_path) for a in args]
+    if "--store" not in args:
+        args += ["--store", str(store_dir)]
+    result = fmnist_prepare(args, prefect_api, tmp_path)
+
+    assert result.returncode == 2, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.stdout == ""
+    last = error_line(result.stderr)
+    for part in expected:
+        assert part.format(tmp=tmp_path) in last, f"{part!r} not in {last!r}"
+    # Nothing published, and bad input is not retried.
+    assert "Retry 1/" not in result.stderr
+    if creates_store:
+        assert LocalStore(store_dir).list_keys() == []
+    else:
+        assert not store_dir.exists() and not (tmp_path / "artifacts").exists()
+    if not any(a.startswith("--source") or a == "ftp://x" for a in args):
+        assert result.stderr.count("\n") == 1  # a config error stops before Prefect starts: nothing but the error

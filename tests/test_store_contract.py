@@ -1,0 +1,252 @@
+"""One contract for every store backend (a local folder, S3 on SeaweedFS), then S3's error messages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from tasks.errors import StoreError
+from tasks.store import LocalStore, MissingKey, S3Store, Store, open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> Store:
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    s3_server = request.getfixturevalue("s3_server")
+    return open_store(request.getfixturevalue("s3_store_uri"), s3_endpoint=s3_server.endpoint)
+
+
+def test_open_store_picks_the_backend(store: Store) -> None:
+    assert isinstance(store, (LocalStore, S3Store))
+    assert store.url_for("a/b.json") == store.uri.rstrip("/") + "/a/b.json"
+
+
+def test_put_get_round_trip(store: Store) -> None:
+    payloads = {
+        "a.bin": bytes(range(256)) * 3,
+        "runs/r1/metrics.json": b'{"accuracy": 0.9}',
+        "runs/r1/empty": b"",
+    }
+    for key, data in payloads.items():
+        store.put_bytes(key, data)
+    for key, data in payloads.items():
+        assert store.get_bytes(key) == data
+
+
+def test_put_replaces_the_old_object(store: Store) -> None:
+    store.put_bytes("k", b"first version, longer")
+    store.put_bytes("k", b"second")
+    assert store.get_bytes("k") == b"second"
+
+
+def test_put_if_absent_keeps_the_first_writer(store: Store) -> None:
+    assert store.put_if_absent("models/champion.json", b"first") is True
+    assert store.put_if_absent("models/champion.json", b"second") is False
+    assert store.get_bytes("models/champion.json") == b"first"
+    assert store.list_keys() == ["models/champion.json"]  # the loser left no temp object
+
+
+def test_get_of_a_missing_key_raises_missing_key(store: Store) -> None:
+    with pytest.raises(MissingKey) as caught:
+        store.get_bytes("runs/nothing/here.json")
+    assert store.url_for("runs/nothing/here.json") in str(caught.value)
+    assert "no such object" in str(caught.value)
+
+
+def test_exists(store: Store) -> None:
+    assert not store.exists("dir/file")
+    store.put_bytes("dir/file", b"x")
+    assert store.exists("dir/file")
+    assert not store.exists("dir")  # a "folder" is not an object
+
+
+def test_list_keys_is_sorted_and_filtered_by_prefix(store: Store) -> None:
+    for key in ("runs/b/x", "runs/a/z", "runs/a/y", "runs/ab/w", "datasets/v1/manifest.json", "top"):
+        store.put_bytes(key, b"1")
+    assert store.list_keys() == sorted(["runs/b/x", "runs/a/z", "runs/a/y", "runs/ab/w", "datasets/v1/manifest.json", "top"])
+    assert store.list_keys("runs/a/") == ["runs/a/y", "runs/a/z"]
+    assert store.list_keys("runs/") == ["runs/a/y", "runs/a/z", "runs/ab/w", "runs/b/x"]
+    # A prefix is a string prefix, as in S3: "runs/a" also matches "runs/ab/…".
+    assert store.list_keys("runs/a") == ["runs/a/y", "runs/a/z", "runs/ab/w"]
+    assert store.list_keys("datasets/v1/manifest") == ["datasets/v1/manifest.json"]
+    assert store.list_keys("nothing/") == []
+
+
+def test_list_keys_hides_temp_files_of_interrupted_writes(tmp_path) -> None:
+    store = LocalStore(tmp_path)
+    store.put_bytes("runs/a/done.json", b"{}")
+    (tmp_path / "runs" / "a" / ".half.json.tmp-0123456789abcdef").write_bytes(b"{")  # a writer killed mid-write
+    assert store.list_keys() == ["runs/a/done.json"]
+    assert not store.exists("runs/a/half.json")
+
+
+def test_delete_is_idempotent(store: Store) -> None:
+    store.put_bytes("d/x", b"1")
+    store.put_bytes("d/y", b"2")
+    store.delete("d/x")
+    assert not store.exists("d/x")
+    store.delete("d/x")  # already gone: no error
+    store.delete("never/existed")
+    assert store.list_keys() == ["d/y"]
+
+
+BAD_KEYS = ["../x", "/abs", "a//b", "a/../../b", "", "a/./b"]
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_bad_keys_are_rejected(store: Store, key: str) -> None:
+    operations = {
+        "put_bytes": lambda: store.put_bytes(key, b"x"),
+        "put_if_absent": lambda: store.put_if_absent(key, b"x"),
+        "get_bytes": lambda: store.get_bytes(key),
+        "exists": lambda: store.exists(key),
+        "delete": lambda: store.delete(key),
+        "url_for": lambda: store.url_for(key),
+    }
+    for name, operation in operations.items():
+        with pytest.raises(StoreError) as caught:
+            operation()
+        assert not isinstance(caught.value, MissingKey), name
+        assert repr(key) in str(caught.value) and "expected a relative path" in str(caught.value), name
+    assert store.list_keys() == []
+
+
+def test_bad_list_prefix_is_rejected(store: Store) -> None:
+    for prefix in ("../", "/abs", "a//b"):
+        with pytest.raises(StoreError, match="expected a relative path"):
+            store.list_keys(prefix)
+
+
+def test_arrow_filesystem_writes_and_reads_at_the_base_path(store: Store) -> None:
+    """What Ray Tune and pyarrow do: for S3 this needs endpoint_override, and multipart uploads with our key pair."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, base = store.arrow_filesystem()
+    fs.create_dir(f"{base}/arrow", recursive=True)  # what Ray Tune does; a local folder needs it, S3 ignores it
+    table = pa.table({"x": pa.array(range(1000), pa.int32())})
+    pq.write_table(table, f"{base}/arrow/table.parquet", filesystem=fs)
+    assert pq.read_table(f"{base}/arrow/table.parquet", filesystem=fs).equals(table)
+
+    big = np.random.default_rng(0).integers(0, 256, 12 * 2**20, dtype=np.uint8).tobytes()  # > pyarrow's 10 MiB part: multipart
+    with fs.open_output_stream(f"{base}/arrow/big.bin") as out:
+        out.write(big)
+    with fs.open_input_stream(f"{base}/arrow/big.bin") as source:
+        assert source.read() == big
+    # The store and pyarrow see the same objects.
+    assert store.list_keys("arrow/") == ["arrow/big.bin", "arrow/table.parquet"]
+    assert store.get_bytes("arrow/big.bin") == big
+
+
+# --- S3: errors a user can act on -----------------------------------------------------------
+
+
+def test_unknown_scheme() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("ftp://x")
+    message = str(caught.value)
+    assert "'ftp://x'" in message and "unknown scheme 'ftp'" in message and "s3://bucket/prefix" in message
+
+
+@pytest.mark.parametrize("uri", ["s3://", "s3:///prefix"])
+def test_s3_uri_without_bucket(uri: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store(uri)
+    assert repr(uri) in str(caught.value) and "expected s3://bucket[/prefix], found no bucket name" in str(caught.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_endpoint(s3_server, monkeypatch) -> None:
+    monkeypatch.setenv("FMNIST_S3_MAX_ATTEMPTS", "2")
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(StoreError) as caught:
+        open_store("s3://some-bucket/prefix", s3_endpoint=endpoint)
+    message = str(caught.value)
+    assert f"cannot reach S3 endpoint {endpoint}" in message
+    assert "s3://some-bucket/prefix" in message and "--s3-endpoint" in message
+    assert time.monotonic() - started < 20
+
+
+def test_unreachable_endpoint_from_aws_endpoint_url(s3_server, monkeypatch) -> None:
+    monkeypatch.setenv("FMNIST_S3_MAX_ATTEMPTS", "1")
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    with pytest.raises(StoreError, match=f"cannot reach S3 endpoint {endpoint}"):
+        open_store("s3://some-bucket")
+
+
+def test_missing_bucket(s3_server) -> None:
+    bucket = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(StoreError) as caught:
+        open_store(f"s3://{bucket}/prefix", s3_endpoint=s3_server.endpoint)
+    message = str(caught.value)
+    assert f"bucket '{bucket}' does not exist" in message and s3_server.endpoint in message
+    assert "create it or fix the store URI" in message
+
+
+def test_wrong_secret_key(s3_server, s3_store_uri, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-0123456789")
+    with pytest.raises(StoreError) as caught:
+        open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    message = str(caught.value)
+    assert "rejected the credentials" in message and "AWS_SECRET_ACCESS_KEY" in message
+    assert "wrong-secret-0123456789" not in message and s3_server.secret_key not in message
+
+    # The same on a write (SignatureDoesNotMatch comes back with a body, not a bare 403).
+    bucket, prefix = s3_store_uri[len("s3://"):].split("/", 1)
+    store = S3Store(bucket, prefix, endpoint=s3_server.endpoint)
+    with pytest.raises(StoreError, match="rejected the credentials"):
+        store.put_bytes("x", b"1")
+    with pytest.raises(StoreError, match="rejected the credentials"):
+        store.get_bytes("x")
+
+
+def test_unknown_access_key(s3_server, s3_store_uri, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "NOSUCHKEY")
+    with pytest.raises(StoreError, match="rejected the credentials"):
+        open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+
+
+def test_no_credentials_at_all(s3_server, s3_store_uri, monkeypatch, tmp_path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StoreError) as caught:
+        open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    assert "no AWS credentials found" in str(caught.value)
+
+
+def test_s3_client_environment_is_the_servers(s3_server) -> None:
+    """The fixture's promise: the process environment signs with the server's pair."""
+    assert os.environ["AWS_ACCESS_KEY_ID"] == s3_server.access_key
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == s3_server.secret_key
+    s3_server.client().head_bucket(Bucket=s3_server.bucket)
+
+
+def test_s3_server_can_be_stopped_and_started_again(s3_server, s3_store_uri, monkeypatch) -> None:
+    """The fixture's stop()/start() for fault tests: the store goes away, then comes back with its data."""
+    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    store.put_bytes("survives/restart.txt", b"still here")
+    monkeypatch.setenv("FMNIST_S3_MAX_ATTEMPTS", "1")
+    s3_server.stop()
+    try:
+        assert not s3_server.running
+        with pytest.raises(StoreError, match=f"cannot reach S3 endpoint {s3_server.endpoint}"):
+            S3Store(store.bucket, store.prefix, endpoint=s3_server.endpoint).get_bytes("survives/restart.txt")
+    finally:
+        s3_server.start()
+    assert store.get_bytes("survives/restart.txt") == b"still here"  # the same client, same endpoint
