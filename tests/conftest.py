@@ -109,16 +109,28 @@ def prefect_api() -> Iterator[str]:
             yield prefect.settings.PREFECT_API_URL.value()
 
 
-@pytest.fixture(scope="session")
-def ray_local(request) -> Iterator[None]:
-    """A real local Ray with 2 CPUs (this machine's size), started once. When the session
-    also uses S3, it starts after SeaweedFS so the workers inherit its credentials."""
+def start_local_ray() -> None:
+    """The local Ray the tests share: 2 CPUs (this machine's size), quiet workers. No-op if Ray is up."""
     import ray
 
     from tasks.fanout import WORKER_ENV
 
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})
+
+
+@pytest.fixture(scope="session")
+def _ray_session(request) -> Iterator[None]:
+    import ray
+
     if "s3_server" in request.fixturenames or any("s3" in item.name for item in request.session.items):
-        request.getfixturevalue("s3_server")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})
+        request.getfixturevalue("s3_server")  # first, so Ray's workers inherit its credentials
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")  # module scope: test_cluster.py shuts Ray down for its own clusters
+def ray_local(_ray_session) -> Iterator[None]:
+    """A real local Ray with 2 CPUs, started once and again if a module shut it down."""
+    start_local_ray()
+    yield

@@ -1,0 +1,264 @@
+"""Scaling out: cluster.yaml checked the way `ray up` checks it, and the five trials placed on a real multi-node Ray.
+
+The cluster file is checked offline: `prepare_config` merges it onto Ray's AWS defaults (ray/autoscaler/aws/
+defaults.yaml, read from the installed package) and `validate_config` checks the result against Ray's JSON schema
+and its own rules. Neither needs network or AWS credentials. What `ray up` does after that does need them (asking
+EC2 for instance types, creating the key pair and security group, launching), so it is not tested here.
+
+The placement tests start a `ray.cluster_utils.Cluster` on this machine (a head without CPUs, worker nodes with
+logical GPUs: no real GPU is needed to check where Ray puts trials) and run the project's own `make_tuner` on it,
+with a probe in place of the trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import ray.cloudpickle
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from tasks.config import ALL_ARCHITECTURES, PipelineConfig
+from tasks.fanout import make_tuner
+from tasks.store import open_store
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+# GPUs per AWS instance type, to check that a node type declares what its machine has (a g5.xlarge declared with
+# 4 GPUs would make the autoscaler start it for trials that can never run there). Extend when adding a type.
+GPUS_OF_INSTANCE = {
+    "g4dn.xlarge": 1, "g4dn.2xlarge": 1, "g4dn.12xlarge": 4,
+    "g5.xlarge": 1, "g5.2xlarge": 1, "g5.4xlarge": 1, "g5.8xlarge": 1, "g5.12xlarge": 4, "g5.48xlarge": 8,
+    "g6.xlarge": 1, "g6.12xlarge": 4, "p4d.24xlarge": 8,
+}
+
+
+def load_cluster_yaml() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def check_like_ray_up(config: dict) -> dict:
+    """The offline part of `ray up`'s checks (ray.autoscaler._private.commands._bootstrap_config)."""
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+# ---- cluster.yaml -------------------------------------------------------------------------------------------
+
+
+def test_cluster_yaml_passes_the_checks_ray_up_runs():
+    raw = load_cluster_yaml()
+    prepared = check_like_ray_up(raw)
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    # prepare_config merges onto Ray's defaults one top-level key at a time: a command list the file leaves out
+    # comes from the defaults (which pip-install a nightly Ray). Every node must run our commands and only those.
+    assert prepared["head_setup_commands"] == raw["setup_commands"] + raw["head_setup_commands"]
+    assert prepared["worker_setup_commands"] == raw["setup_commands"] + raw["worker_setup_commands"]
+    for key in ("initialization_commands", "head_start_ray_commands", "worker_start_ray_commands"):
+        assert prepared[key] == raw[key], key
+    # Ray Client and `ray job submit` need the same Ray (and Python) on both sides: bump the image with Ray.
+    assert prepared["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert prepared["docker"]["head_image"] == f"rayproject/ray:{ray.__version__}-py311"
+
+
+def test_trials_can_only_land_on_gpu_workers_and_five_fit_at_once():
+    config = load_cluster_yaml()
+    types = config["available_node_types"]
+    for name, node_type in types.items():
+        assert {"CPU", "GPU"} <= set(node_type.get("resources", {})), f"{name}: declare CPU and GPU explicitly"
+    head = types[config["head_node_type"]]
+    assert head["resources"]["CPU"] == 0 and head["resources"]["GPU"] == 0 and head["max_workers"] == 0
+
+    workers = {name: t for name, t in types.items() if name != config["head_node_type"]}
+    assert workers and all(t["resources"]["GPU"] >= 1 for t in workers.values()), "every worker type has GPUs"
+    for name, node_type in workers.items():
+        instance = node_type["node_config"]["InstanceType"]
+        assert instance in GPUS_OF_INSTANCE, f"{name}: {instance} missing from GPUS_OF_INSTANCE"
+        assert node_type["resources"]["GPU"] == GPUS_OF_INSTANCE[instance], f"{name}: {instance} GPU count"
+        assert node_type["min_workers"] == 0, f"{name}: GPU machines only while there is work"
+
+    # Five 1-GPU trials at once must be possible within the global and per-type worker limits.
+    budget, gpus = config["max_workers"], 0
+    for node_type in sorted(workers.values(), key=lambda t: -t["resources"]["GPU"]):
+        count = min(node_type["max_workers"], budget)
+        gpus, budget = gpus + count * node_type["resources"]["GPU"], budget - count
+    assert gpus >= len(ALL_ARCHITECTURES)
+
+
+def test_credentials_come_from_instance_roles_never_from_the_file():
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b", text), "an AWS access key id"
+    assert not re.search(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])", text), "something like a secret key"
+    assert not re.search(r"aws_(secret_access_key|access_key_id|session_token)|AWS_SECRET", text, re.IGNORECASE)
+    config = load_cluster_yaml()
+    assert "aws_credentials" not in config["provider"]
+    for name, node_type in config["available_node_types"].items():
+        arn = node_type["node_config"].get("IamInstanceProfile", {}).get("Arn", "")
+        assert re.fullmatch(r"arn:aws:iam::\d{12}:instance-profile/[\w+=,.@-]+", arn), f"{name}: instance profile"
+
+
+def test_dashboard_and_ray_ports_are_not_opened_to_the_internet():
+    config = load_cluster_yaml()
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    # Extra inbound rules would be added to the group Ray creates (which opens only SSH to the outside).
+    assert not config["provider"].get("security_group", {}).get("IpPermissions")
+
+
+def _set(path: str, value):
+    def change(config: dict) -> None:
+        *parents, last = path.split(".")
+        target = config
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (_set("max_workers", "many"), jsonschema.ValidationError, "'many' is not of type 'integer'"),
+    (_set("max_worker", 4), jsonschema.ValidationError, "'max_worker' was unexpected"),
+    (_set("available_node_types.gpu_1x_a10g.min_worker", 1), jsonschema.ValidationError, "'min_worker' was unexpected"),
+    (_set("available_node_types.gpu_1x_a10g.resources.GPU", 0.5), jsonschema.ValidationError, "not of type 'integer'"),
+    (_set("head_node_type", "cpu_head"), ValueError, "`head_node_type` must be one of `available_node_types`"),
+], ids=["wrong type", "unknown key", "unknown key in a node type", "fractional GPU count", "head type not a node type"])
+def test_the_check_rejects_a_broken_cluster_file(change, error, message):
+    config = load_cluster_yaml()
+    change(config)
+    with pytest.raises(error, match=re.escape(message)):
+        check_like_ray_up(config)
+
+
+# ---- placement on a multi-node Ray cluster ------------------------------------------------------------------
+
+# The workers cannot import this test module (tests/ is neither a package nor on their sys.path): ship the probe
+# by value, like a function defined in a notebook.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+BARRIER_TIMEOUT_S = 40.0
+
+
+def probe(config: dict) -> None:
+    """Stands in for tasks.training.train_trial: reports where Ray placed the trial and which GPU it got.
+
+    A barrier (one file per started trial, in a folder all nodes of this one-machine cluster see) holds every
+    trial until all five have started: the placement read afterwards is one Ray made for five trials running at
+    the same time, not for trials that happened to run one after another. A trial that cannot be placed while
+    the others run makes them time out with all_started False.
+    """
+    barrier = Path(config["store"]) / "barrier" / config["run_id"]
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / config["architecture"]).touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(barrier.iterdir())) < len(config["architectures"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    all_started = len(list(barrier.iterdir())) == len(config["architectures"])
+    context = ray.get_runtime_context()
+    ray.tune.report({
+        "architecture": config["architecture"],
+        "node_id": context.get_node_id(),
+        "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+        "gpu_share": float(context.get_assigned_resources().get("GPU", 0.0)),
+        "all_started": all_started,
+        # what tasks.fanout's progress callback reads from a trial's last report
+        "finished": True, "epoch": 0, "test_accuracy": 0.0,
+    })
+
+
+# Worker nodes per topology (the head never has CPUs or GPUs, as in cluster.yaml).
+# - "two workers": 3 GPUs and 3 CPUs each. Five 1-GPU trials cannot fit on one of them, so both must be used.
+# - "one worker": one node with 3 GPUs, like a g5.12xlarge with fewer GPUs. Five 0.2-GPU trials fit on any one of
+#   its GPUs; the question is whether Ray packs them onto one or spreads them over the three.
+TOPOLOGIES = {
+    "two workers": [{"num_cpus": 3, "num_gpus": 3}, {"num_cpus": 3, "num_gpus": 3}],
+    "one worker": [{"num_cpus": 3, "num_gpus": 3}],
+}
+
+
+@pytest.fixture(scope="module")
+def no_local_ray():
+    """Ray allows one cluster per driver: leave a local Ray started by an earlier module down while this module
+    runs; conftest's module-scoped `ray_local` starts it again for the modules after this one."""
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(request, no_local_ray):
+    """A head without CPUs or GPUs and the topology's worker nodes, this driver connected to it.
+
+    Yields (head node id, set of worker node ids)."""
+    from ray._common.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    # Cluster records its address in /tmp/ray/ray_current_cluster, where any `ray.init()` on this machine (other
+    # test runs, a `fmnist run`) would find it and join this cluster: put the file back as it was at once.
+    address_file = Path(get_ray_address_file(None))
+    saved = address_file.read_text() if address_file.exists() else None
+
+    def restore_address_file():
+        if saved is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(saved)
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False})
+    restore_address_file()
+    try:
+        workers = {cluster.add_node(**node).node_id for node in TOPOLOGIES[request.param]}
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield cluster.head_node.node_id, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        restore_address_file()
+
+
+def run_probes(tmp_path: Path, run_id: str, gpus_per_trial: float, cpus_per_trial: float) -> list[dict]:
+    config = PipelineConfig(store=str(tmp_path), gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
+                            max_failures=0)
+    results = make_tuner(config, open_store(str(tmp_path)), run_id, "any-version", trainable=probe).fit()
+    assert [r.error for r in results if r.error] == []
+    rows = [r.metrics for r in results]
+    assert sorted(r["architecture"] for r in rows) == sorted(ALL_ARCHITECTURES)
+    assert all(r["all_started"] for r in rows), "the five trials did not all run at the same time"
+    for r in rows:
+        r["gpu_ids"] = r["gpu_ids"].split(",") if r["gpu_ids"] else []
+    return rows
+
+
+@pytest.mark.parametrize("ray_cluster", ["two workers"], indirect=True)
+def test_one_gpu_per_trial_spreads_the_five_trials_over_both_workers(ray_cluster, tmp_path):
+    head, workers = ray_cluster
+    rows = run_probes(tmp_path, "whole-gpus", gpus_per_trial=1.0, cpus_per_trial=1)
+    nodes = {r["node_id"] for r in rows}
+    assert head not in nodes
+    assert nodes == workers  # 3 GPUs per worker: the five could not all fit on one
+    assert all(len(r["gpu_ids"]) == 1 and r["gpu_share"] == 1.0 for r in rows)
+    # All five ran at once (barrier), so no two may hold the same GPU of the same node.
+    assert len({(r["node_id"], r["gpu_ids"][0]) for r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize("ray_cluster", ["one worker"], indirect=True)
+def test_five_trials_at_a_fifth_of_a_gpu_run_together_on_one_gpu(ray_cluster, tmp_path):
+    # Ray fills one GPU of a node with fractional shares before it opens the next ("it will pack one GPU before
+    # moving on to the next one to avoid fragmentation", Ray's GPU docs), so five 0.2 shares on a node with three
+    # free GPUs all get GPU 0. Across nodes there is no such promise: on the "two workers" cluster the same five
+    # trials were spread 3 + 2 over both workers (each node packing its share onto its GPU 0). So on a real
+    # cluster `--gpus-per-trial 0.2` means "at most five trials per GPU", not "one GPU in all".
+    head, workers = ray_cluster
+    rows = run_probes(tmp_path, "fifth-gpus-one-gpu", gpus_per_trial=0.2, cpus_per_trial=0.5)
+    assert {r["node_id"] for r in rows} == workers
+    assert {tuple(r["gpu_ids"]) for r in rows} == {("0",)}
+    assert sum(r["gpu_share"] for r in rows) == pytest.approx(1.0)
