@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.architectures import ARCHITECTURES, build_model, compile_for_seed_protocol
+from tasks.architectures import ARCHITECTURES, Architecture, build_model, compile_for_seed_protocol
 from tasks.shards import CLASS_NAMES, load_split
 from tasks.store import Store, open_store
 
@@ -189,6 +189,31 @@ def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
     return model, state["history"], state["early_stopping"]
 
 
+def summarize(architecture: Architecture, model, history: list[dict], data: TrialData, config: dict,
+              resumed_from: int, attempt_seconds: float) -> dict[str, Any]:
+    """Everything metrics.json records about one trained architecture."""
+    import keras
+
+    best = max(history, key=lambda row: row["val_accuracy"])
+    return {
+        "architecture": architecture.key,
+        "report_name": architecture.report_name,
+        "params": model.count_params(),
+        "epochs": len(history),
+        "resumed_from_epoch": resumed_from,
+        "train_accuracy": history[-1]["accuracy"],  # the last epoch's, as the report gives it
+        "best_val_accuracy": best["val_accuracy"],
+        "best_epoch": best["epoch"],
+        **evaluate(model, data, config["eval_batch_size"]),
+        "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
+        "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
+        "attempt_seconds": attempt_seconds,  # this attempt: epochs and evaluation
+        "rows": {"fit": len(data.x_fit), "validation": len(data.x_val), "test": len(data.x_test)},
+        "dataset_version": config["dataset_version"],
+        "backend": keras.backend.backend(),
+    }
+
+
 def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
     """Ray Tune function trainable: one architecture, the seed protocol, one report per epoch.
 
@@ -232,23 +257,6 @@ def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
                   epochs=config["max_epochs"], initial_epoch=len(history),
                   callbacks=_callbacks(config["patience"], early_stopping_state, on_epoch), verbose=0)
 
-    best = max(history, key=lambda row: row["val_accuracy"])
-    metrics = {
-        "architecture": architecture.key,
-        "report_name": architecture.report_name,
-        "params": model.count_params(),
-        "epochs": len(history),
-        "resumed_from_epoch": resumed_from,
-        "train_accuracy": history[-1]["accuracy"],
-        "best_val_accuracy": best["val_accuracy"],
-        "best_epoch": best["epoch"],
-        **evaluate(model, data, config["eval_batch_size"]),
-        "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
-        "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
-        "attempt_seconds": time.perf_counter() - started,  # this attempt: epochs, evaluation
-        "rows": {"fit": len(data.x_fit), "validation": len(data.x_val), "test": len(data.x_test)},
-        "dataset_version": config["dataset_version"],
-        "backend": keras.backend.backend(),
-    }
+    metrics = summarize(architecture, model, history, data, config, resumed_from, time.perf_counter() - started)
     publish_artifacts(store, prefix, model, history, metrics, f"{architecture.report_name} ({architecture.key})")
     tune.report({**metrics, "epoch": len(history), "finished": True})
