@@ -25,6 +25,20 @@ Progress = Callable[[str], None]
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
 
 
+def keep_secrets_out_of_trial_env() -> None:
+    """Stop Ray Tune copying the driver's AWS keys into each trial's runtime_env.
+
+    Tune propagates AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN into the trial
+    actors' runtime_env (ray/tune/execution/class_cache.py), and Ray's runtime-env agent writes
+    that env, secret included, into runtime_env_agent.log and the dashboard. The trials don't need
+    it: on a local Ray they inherit the driver's environment through the raylet, and on a cluster
+    the nodes get credentials from their instance role.
+    """
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = {v for v in class_cache.ENV_VARS_TO_PROPAGATE if not v.startswith("AWS_")}
+
+
 class TrainingError(PipelineError):
     """One or more trials failed after their retries."""
 
@@ -108,6 +122,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
     load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
     connect_ray(config.ray_address)
+    keep_secrets_out_of_trial_env()
     results = make_tuner(config, store, run_id, dataset_version, progress).fit()
 
     failed = {r.config["architecture"]: r.error for r in results if r.error}

@@ -120,11 +120,11 @@ def start_local_ray() -> None:
 
 
 @pytest.fixture(scope="session")
-def _ray_session(request) -> Iterator[None]:
+def _ray_session(s3_server) -> Iterator[None]:
+    """After SeaweedFS, always: Ray's workers inherit the environment, and with it the S3 credentials,
+    from the process that starts Ray (Tune is kept from copying them into runtime_env)."""
     import ray
 
-    if "s3_server" in request.fixturenames or any("s3" in item.name for item in request.session.items):
-        request.getfixturevalue("s3_server")  # first, so Ray's workers inherit its credentials
     yield
     ray.shutdown()
 

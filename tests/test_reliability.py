@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -40,12 +41,31 @@ def checkpoints(store, run_id: str) -> list[str]:
     return [k for k in store.list_keys(f"runs/{run_id}/tune/") if "/checkpoint_" in k and k.endswith("state.json")]
 
 
-def trial_pids() -> list[int]:
-    """Worker processes of this test's Ray running a Tune function trial (never another Ray's)."""
-    from ray.util.state import list_actors
+def parent_of(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after its ')'.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
-    alive = list_actors(filters=[("class_name", "=", "ImplicitFunc"), ("state", "=", "ALIVE")])
-    return [actor.pid for actor in alive if actor.pid]
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parent_of(pid)
+    return False
+
+
+def trial_pids() -> list[int]:
+    """Processes running a Tune function trial (Ray titles them ray::ImplicitFunc…) of this test's own
+    local Ray, whose raylet is a child of this process: never another Ray's on the machine."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ImplicitFunc" in (proc / "cmdline").read_bytes() \
+                    and descends_from(int(proc.name), os.getpid()):
+                pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return pids
 
 
 def history_epochs(store, run_id: str, arch: str) -> list[int]:

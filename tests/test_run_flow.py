@@ -69,7 +69,7 @@ def test_prefect_ui_gets_the_table_and_summary_artifacts(quick_run):
     summaries = asyncio.run(read("fmnist-summary"))
     assert tables and summaries
     assert "2 CNN Layers + 1 Hidden Layer" in str(tables[-1].data)
-    assert "quick-e2e" in summaries[-1].data
+    assert any("quick-e2e" in summary.data for summary in summaries)  # other tests' runs share this server
 
 
 def test_a_finished_run_is_never_overwritten(quick_run, s3_server, capsys):
