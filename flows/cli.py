@@ -50,6 +50,26 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
     return build_config(**values)
 
 
+def _check_resumable(config: PipelineConfig) -> None:
+    from tasks.errors import ConfigError
+    from tasks.store import open_store
+
+    if not open_store(config.store, config.s3_endpoint).list_keys(f"runs/{config.run_id}/"):
+        raise ConfigError(f"--resume {config.run_id}: no such run in {config.store}; check the run id and --store "
+                          "(runs are listed under runs/ in the store)")
+
+
+def _check_prefect_server() -> None:
+    """A deployment needs a lasting Prefect server; the temporary one would vanish with this process."""
+    import os
+
+    from tasks.errors import ConfigError
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError("fmnist deploy needs a Prefect server: start one with `prefect server start` and set "
+                          "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, 'Nightly retraining')")
+
+
 def _show_champions(store_uri: str, s3_endpoint: str | None) -> None:
     from tasks.champion import read_champions
     from tasks.store import open_store
@@ -74,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show_champions(args.store, args.s3_endpoint)
             return 0
         config = _config_from(args)
+        if getattr(args, "resume", None):
+            _check_resumable(config)
         if args.command == "deploy":
+            _check_prefect_server()
             from flows.deploy import nightly_deployment, serve_nightly
 
             serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision))

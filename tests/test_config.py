@@ -63,3 +63,14 @@ def test_prefect_parameters_are_checked_by_the_same_model(prefect_api):
     with pytest.raises(ParameterTypeError) as error:
         run_flow(config={"preset": "quick", "max_epochs": -1, "gpus_per_trial": 3})
     assert "max_epochs" in str(error.value) and "gpus_per_trial" in str(error.value)
+
+
+def test_resume_of_a_run_that_does_not_exist_is_refused(tmp_path, capsys):
+    assert main(["run", "--resume", "no-such-run", "--store", str(tmp_path)]) == 2
+    assert "--resume no-such-run: no such run" in capsys.readouterr().err
+
+
+def test_deploy_without_a_prefect_server_says_how_to_start_one(monkeypatch, capsys):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["deploy"]) == 2
+    assert "prefect server start" in capsys.readouterr().err
