@@ -249,7 +249,7 @@ def main() -> None:
         f"so they run as one wave and 11 of the 16 GPUs stay idle. With the H100 figures of design section 9 "
         f"({H100_SECONDS_PER_EPOCH[0]}-{H100_SECONDS_PER_EPOCH[1]} s/epoch per model) and the seed epochs "
         + ", ".join(f"{k} {e}" for k, e in SEED_EPOCHS.items())
-        + f", the trials take "
+        + ", the trials take "
         + ", ".join(f"{k} {lo[k]:.0f}-{hi[k]:.0f} s" for k in SEED_EPOCHS)
         + ".",
         "",

@@ -1,6 +1,5 @@
 """Training: the seed protocol's split, a real trial through Ray Tune, models that load back safely."""
 
-import json
 
 import keras
 import numpy as np
