@@ -139,24 +139,22 @@ def _download(url: str, attempts_delays: tuple[float, ...] | None = None) -> byt
     )
 
 
-def _read_http(base_url: str, raw: RawFile) -> tuple[str, bytes]:
-    """Download into the cache: temp file first, renamed once the content verifies."""
+def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
+    """From the download cache, else downloaded into it: temp file first, renamed once the content verified."""
     url = f"{base_url.rstrip('/')}/{raw.filename}.gz"
     cached = cache_dir() / f"{raw.filename}.gz"
     if cached.is_file():
-        data = cached.read_bytes()
         try:
-            _verify(str(cached), raw, _decompress(str(cached), data))
-            return str(cached), data
+            return verified_file(str(cached), cached.read_bytes(), raw)
         except DatasetError:
             cached.unlink()  # a damaged cache entry is downloaded again, never reused
     data = _download(url)
-    _verify(url, raw, _decompress(url, data))  # raises before anything reaches the cache
+    result = verified_file(url, data, raw)  # raises before anything reaches the cache
     cached.parent.mkdir(parents=True, exist_ok=True)
     temp = cached.with_name(f".{cached.name}.tmp-{uuid.uuid4().hex}")
     temp.write_bytes(data)
     os.replace(temp, cached)
-    return url, data
+    return result
 
 
 def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
@@ -172,17 +170,15 @@ def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
     raise DatasetError(f"source {uri}: expected {raw.filename}.gz (or {raw.filename}) in it, found neither")
 
 
-def read_raw_file(source: str, raw: RawFile) -> tuple[str, bytes]:
-    """(where it was read, its bytes as stored) for one raw file."""
+def fetch_file(source: str, raw: RawFile) -> VerifiedFile:
+    """One raw file from the source, decompressed, parsed and verified once."""
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
-        return _read_http(source, raw)
+        return _fetch_http(source, raw)
     if scheme == "s3":
-        return _read_s3(source, raw)
-    if scheme == "file":
-        return _read_local(urlparse(source).path, raw)
-    if scheme == "":
-        return _read_local(source, raw)
+        return verified_file(*_read_s3(source, raw), raw)
+    if scheme in ("file", ""):
+        return verified_file(*_read_local(urlparse(source).path if scheme else source, raw), raw)
     raise DatasetError(f"source {source!r}: unknown scheme '{scheme}'; expected a folder, file://, http(s):// or s3://")
 
 
@@ -243,17 +239,30 @@ def _verify(where: str, raw: RawFile, content: bytes) -> str:
     return digest
 
 
+@dataclass(frozen=True)
+class VerifiedFile:
+    where: str
+    array: np.ndarray
+    sha256: str  # of the decompressed content
+    size: int
+
+
+def verified_file(where: str, data: bytes, raw: RawFile) -> VerifiedFile:
+    """Decompress, check every IDX field, then size and SHA-256 against the published content."""
+    content = _decompress(where, data)
+    array = parse_idx(where, content, raw)
+    return VerifiedFile(where, array, _verify(where, raw, content), len(content))
+
+
 def fetch_dataset(source: str | None = None, progress: Progress = _quiet) -> RawDataset:
     """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache."""
     resolved = resolve_source(source)
-    arrays: dict[str, np.ndarray] = {}
-    hashes: dict[str, str] = {}
+    files: dict[str, VerifiedFile] = {}
     for raw in RAW_FILES.values():
-        where, data = read_raw_file(resolved, raw)
-        content = _decompress(where, data)
-        arrays[raw.key] = parse_idx(where, content, raw)
-        hashes[raw.key] = _verify(where, raw, content)
-        progress(f"verified {raw.filename} ({len(content):,} bytes, sha256 {hashes[raw.key][:12]}…) from {where}")
+        files[raw.key] = checked = fetch_file(resolved, raw)
+        progress(f"verified {raw.filename} ({checked.size:,} bytes, sha256 {checked.sha256[:12]}…) from {checked.where}")
+    arrays = {key: f.array for key, f in files.items()}
+    hashes = {key: f.sha256 for key, f in files.items()}
     return RawDataset(
         source=resolved,
         train_images=arrays["train-images"], train_labels=arrays["train-labels"],

@@ -178,6 +178,11 @@ class LocalStore(Store):
         return pyarrow.fs.LocalFileSystem(), str(self.root)
 
 
+_NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+# A conditional write that lost: the key changed, appeared, or vanished since it was read.
+_LOST_RACE = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey")
+
+
 class S3Store(Store):
     """A bucket (and optional prefix) on AWS S3 or any S3-compatible server."""
 
@@ -231,83 +236,51 @@ class S3Store(Store):
             return StoreError(f"{action} {target}: S3 error {code or status}: {exc.response.get('Error', {}).get('Message', '')}")
         return StoreError(f"{action} {target}: {type(exc).__name__}: {exc}")
 
-    def check(self) -> "S3Store":
-        """Fail fast, with a clear message, on a wrong endpoint, bucket or credentials."""
+    def _request(self, action: str, key: str | None, operation: str, tolerate: tuple[str, ...] = (), **params):
+        """One client call on the bucket; None when S3 answers with an error code in `tolerate`
+        (a missing key, a lost conditional write), a StoreError saying what to fix on any other failure."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error(exc, "opening store") from None
+            return getattr(self.client, operation)(Bucket=self.bucket, **params)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code", "") in tolerate:
+                return None
+            raise self._error(exc, action, key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, action, key) from None
+
+    def check(self) -> "S3Store":
+        """Fail fast, with a clear message, on a wrong endpoint, bucket or credentials."""
+        self._request("opening store", None, "head_bucket")
         return self
 
     def put_bytes(self, key: str, data: bytes) -> None:
         import base64
-        import hashlib
-
-        from botocore.exceptions import BotoCoreError, ClientError
 
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # the server rejects a body damaged in transit
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentMD5=md5)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error(exc, "writing", key) from None
+        self._request("writing", key, "put_object", Key=self._key(key), Body=data, ContentMD5=md5)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return self.put_if_version(key, data, None)
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise MissingKey(f"{self.url_for(key)}: no such object") from None
-            raise self._error(exc, "reading", key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "reading", key) from None
+        data, _ = self.read_versioned(key)
+        if data is None:
+            raise MissingKey(f"{self.url_for(key)}: no such object")
+        return data
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return response["Body"].read(), response["ETag"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None, None
-            raise self._error(exc, "reading", key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "reading", key) from None
+        response = self._request("reading", key, "get_object", _NOT_FOUND, Key=self._key(key))
+        return (None, None) if response is None else (response["Body"].read(), response["ETag"])
 
     def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
-            return True
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey"):
-                return False
-            raise self._error(exc, "writing", key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "writing", key) from None
+        return self._request("writing", key, "put_object", _LOST_RACE, Key=self._key(key), Body=data,
+                             **condition) is not None
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._error(exc, "checking", key) from None
-        except BotoCoreError as exc:
-            raise self._error(exc, "checking", key) from None
+        return self._request("checking", key, "head_object", _NOT_FOUND, Key=self._key(key)) is not None
 
     def list_keys(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -324,12 +297,7 @@ class S3Store(Store):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except (BotoCoreError, ClientError) as exc:
-            raise self._error(exc, "deleting", key) from None
+        self._request("deleting", key, "delete_object", Key=self._key(key))
 
     def arrow_filesystem(self) -> tuple["pyarrow.fs.FileSystem", str]:
         import pyarrow.fs

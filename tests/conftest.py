@@ -35,21 +35,14 @@ FASHION_FILES = (
 
 @contextmanager
 def environ(**values: str | None) -> Iterator[None]:
-    """Set (or, with None, remove) environment variables, restoring the old values afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
-    try:
+    """Set (or, with None, remove) environment variables for a session-long fixture, restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
         for name, value in values.items():
             if value is None:
-                os.environ.pop(name, None)
+                patch.delenv(name, raising=False)
             else:
-                os.environ[name] = value
+                patch.setenv(name, value)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
