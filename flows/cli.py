@@ -4,11 +4,13 @@ the Prefect UI form and Ray all see the same defaults and the same checks."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from typing import Any, Sequence
 
-from tasks.config import PipelineConfig, build_config
-from tasks.errors import PipelineError
+from tasks.config import PipelineConfig, absolute_store_uri, build_config
+from tasks.errors import ConfigError, PipelineError
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         else:
             default = field.default if field.default is not None else "none"
             parser.add_argument(flag, help=f"{field.description or ''} (default: {default})".strip())
+
+
+def _add_debug_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("FMNIST_DEBUG", "") not in ("", "0"),
+                        help="show the traceback of an expected error too (also: FMNIST_DEBUG=1)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,23 +47,68 @@ def _parser() -> argparse.ArgumentParser:
     champion = commands.add_parser("champion", help="show the current champion models")
     champion.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
     champion.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
+    for command in (prepare, run, deploy, champion):
+        _add_debug_option(command)
     return parser
 
 
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config options typed on the command line (argparse leaves the others None)."""
+    return {name: getattr(args, name) for name in PipelineConfig.model_fields if getattr(args, name, None) is not None}
+
+
 def _config_from(args: argparse.Namespace) -> PipelineConfig:
-    values: dict[str, Any] = {n: getattr(args, n, None) for n in PipelineConfig.model_fields}
-    if getattr(args, "resume", None):
-        values["run_id"] = args.resume
-    return build_config(**values)
-
-
-def _check_resumable(config: PipelineConfig) -> None:
-    from tasks.errors import ConfigError
+    """The config the options describe; for a run id that exists in the store (--resume, or --run-id of an
+    unfinished run), the config that run stored when it began, with the options given that don't change it."""
+    from tasks.runs import RunPaths, read_stored_config, refuse_finished, resume_config
     from tasks.store import open_store
 
-    if not open_store(config.store, config.s3_endpoint).list_keys(f"runs/{config.run_id}/"):
-        raise ConfigError(f"--resume {config.run_id}: no such run in {config.store}; check the run id and --store "
+    given = _given_options(args)
+    if getattr(args, "resume", None):
+        given["run_id"] = args.resume
+    config = build_config(**given)
+    if args.command != "run" or not config.run_id:
+        return config
+    store = open_store(config.store, config.s3_endpoint)
+    refuse_finished(store, config.run_id)
+    stored = read_stored_config(store, config.run_id)
+    if stored is not None:
+        return resume_config(stored, {**given, "store": config.store})  # the store it was found in, wherever it moved
+    if getattr(args, "resume", None) and not store.list_keys(f"{RunPaths(config.run_id).root}/"):
+        raise ConfigError(f"--resume {config.run_id}: no such run in {store.uri}; check the run id and --store "
                           "(runs are listed under runs/ in the store)")
+    return config
+
+
+def _check_before_prefect(config: PipelineConfig) -> None:
+    """What can be checked in a second is checked before Prefect's server starts (which takes many): the store
+    answers, and the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s)."""
+    from tasks.dataset import fetch_dataset
+    from tasks.store import open_store
+
+    open_store(config.store, config.s3_endpoint)
+    fetch_dataset(config.source)
+
+
+def _quiet_expected_tracebacks() -> None:
+    """Prefect's console logs a failed task or flow with its traceback; for an expected error (PipelineError)
+    the one-line message says it all. The Prefect UI's logs keep the traceback."""
+    import logging
+
+    import prefect.main  # noqa: F401  (configures Prefect's logging handlers on import)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    class DropExpectedTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+                record.exc_info, record.exc_text = None, None
+            return True
+
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.addFilter(DropExpectedTraceback())
 
 
 def _check_prefect_server() -> None:
@@ -91,13 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "champion":
-            _show_champions(args.store, args.s3_endpoint)
+            _show_champions(absolute_store_uri(args.store), args.s3_endpoint)
             return 0
         config = _config_from(args)
-        if getattr(args, "resume", None):
-            _check_resumable(config)
         if args.command == "deploy":
             _check_prefect_server()
+        else:
+            _check_before_prefect(config)
+        if not args.debug:
+            _quiet_expected_tracebacks()
+        if args.command == "deploy":
             from flows.deploy import nightly_deployment, serve_nightly
 
             serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision))
@@ -114,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"artifacts: {result['store'].rstrip('/')}/runs/{result['run_id']}/")
         return 0
     except PipelineError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"fmnist {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -40,7 +40,8 @@ def nightly_deployment(config: PipelineConfig, name: str = "nightly", cron: str 
         name=name,
         schedules=[Cron(cron, timezone=timezone)],
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=strategies[on_collision]),
-        parameters={"config": config.model_dump()},
+        # The preset's fields stay empty unless given, so a preset chosen in the UI's form applies.
+        parameters={"config": config.form_parameters()},
         description="Retrain the report's five Fashion-MNIST classifiers and promote champions.",
         tags=["fmnist"],
         entrypoint_type=EntrypointType.MODULE_PATH,

@@ -9,7 +9,7 @@ from tasks.config import PipelineConfig
 from tasks.dataset import RawDataset, fetch_dataset
 from tasks.errors import DatasetError
 from tasks.shards import PrepareResult, publish_dataset
-from tasks.store import open_store
+from tasks.store import Store, open_store
 
 
 def _retry_unless_bad_content(task, task_run, state) -> bool:
@@ -26,9 +26,8 @@ def fetch(source: str | None) -> RawDataset:
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
-def shard_and_publish(raw: RawDataset, store_uri: str, s3_endpoint: str | None, rows_per_shard: int) -> PrepareResult:
+def shard_and_publish(raw: RawDataset, store: Store, rows_per_shard: int) -> PrepareResult:
     """Write Parquet shards, then the manifest (a no-op if this version is published)."""
-    store = open_store(store_uri, s3_endpoint)
     return publish_dataset(raw, store, rows_per_shard, progress=get_run_logger().info)
 
 
@@ -42,8 +41,8 @@ def describe(result: PrepareResult, store_uri: str) -> str:
 @flow(name="fmnist-prepare", log_prints=True)
 def prepare_flow(config: PipelineConfig = PipelineConfig()) -> PrepareResult:
     """Fetch Fashion-MNIST, verify it, and publish it as Parquet shards in the store."""
-    open_store(config.store, config.s3_endpoint)  # fail fast on a wrong URI, endpoint, bucket or credentials
+    store = open_store(config.store, config.s3_endpoint)  # fails fast on a wrong URI, endpoint, bucket or credentials
     raw = fetch(config.source)
-    result = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
-    get_run_logger().info(describe(result, config.store))
+    result = shard_and_publish(raw, store, config.rows_per_shard)
+    get_run_logger().info(describe(result, store.uri))
     return result

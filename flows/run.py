@@ -1,10 +1,9 @@
-"""The main job, `fmnist run`: prepare (cached by dataset version) → fan out → collect → report."""
+"""The main job, `fmnist run`: claim the run → prepare (cached by dataset version) → fan out → collect → report."""
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -13,72 +12,75 @@ from prefect.cache_policies import NO_CACHE
 from flows.prepare import fetch, shard_and_publish
 from tasks.champion import Decision, promote
 from tasks.config import PipelineConfig
-from tasks.errors import ConfigError
-from tasks.fanout import run_trials
+from tasks.fanout import check_store_reaches_every_node, connect_ray, run_trials
 from tasks.reporting import publish_report, run_record
-from tasks.store import open_store
+from tasks.runs import Run, claim_run
 
 # Tune warns on every per-epoch checkpoint of short epochs; the checkpoints are intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+@task(cache_policy=NO_CACHE)
+def claim(config: PipelineConfig) -> Run:
+    """A new run id with its config stored, or the unfinished run given (resumed as it began); never a finished run."""
+    return claim_run(config)
 
 
 @task(cache_policy=NO_CACHE)
-def claim_run_id(config: PipelineConfig) -> str:
-    """A new run id, or the given one if that run is unfinished (resume); never a finished run's."""
-    run_id = config.run_id or new_run_id()
-    store = open_store(config.store, config.s3_endpoint)
-    if store.exists(f"runs/{run_id}/run.json"):
-        raise ConfigError(f"run id {run_id!r}: that run already finished in {store.uri} and runs are never "
-                          "overwritten; leave --run-id empty for a new run")
-    return run_id
+def join_ray(run: Run) -> None:
+    """Connect to Ray (or start a local one) and refuse a store the cluster's nodes cannot all reach."""
+    connect_ray(run.config.ray_address)
+    check_store_reaches_every_node(run.store)
 
 
 @task(cache_policy=NO_CACHE)  # no Prefect retries: Ray's FailureConfig restarts trials from checkpoints
-def train(config: PipelineConfig, run_id: str, dataset_version: str) -> dict[str, dict]:
+def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
-    store = open_store(config.store, config.s3_endpoint)
-    return run_trials(config, store, run_id, dataset_version, progress=get_run_logger().info)
+    return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info)
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
-def promote_champions(config: PipelineConfig, run_id: str, metrics: dict[str, dict]) -> list[Decision]:
+def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
     """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
-    store = open_store(config.store, config.s3_endpoint)
-    decisions = promote(store, run_id, metrics, config.promotion_margin)
+    decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
     for decision in decisions:
         get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
     return decisions
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
-def report(config: PipelineConfig, run_id: str, dataset_version: str, metrics: dict[str, dict],
-           decisions: list[Decision], started: float) -> dict:
+def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dict:
     """Table 1 beside the report's, Figure 1, the champion decisions and the run record, into the store."""
-    store = open_store(config.store, config.s3_endpoint)
-    record = run_record(config, run_id, dataset_version, started, time.time(), status="completed")
-    return publish_report(store, run_id, dataset_version, metrics, record, decisions)
+    return publish_report(run, metrics, run_record(run, time.time(), status="completed"), decisions)
+
+
+def table_artifact_key(config: PipelineConfig) -> str:
+    """One table history per comparable protocol: the nightly full runs under `fmnist-table1`, quick (smoke) runs
+    under `fmnist-table1-quick`, anything with changed protocol values under `fmnist-table1-custom`."""
+    if not config.comparable:
+        return "fmnist-table1-custom"
+    return "fmnist-table1" if config.preset == "full" else f"fmnist-table1-{config.preset}"
 
 
 @flow(name="fmnist-run", log_prints=True)
 def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     """Train the report's five Fashion-MNIST classifiers and publish Table 1 beside the report's."""
-    started = time.time()
-    run_id = claim_run_id(config)
-    get_run_logger().info(f"run {run_id}: {', '.join(config.architectures)} on preset '{config.preset}', store {config.store}")
-    raw = fetch(config.source)
-    prepared = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
+    run = claim(config)
+    logger = get_run_logger()
+    logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
+                f"{run.config.protocol()}; store {run.store.uri}")
+    join_ray(run)
+    raw = fetch(run.config.source)
+    run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
     del raw  # the trials read the shards; free the driver's copy
-    metrics = train(config, run_id, prepared.version)
-    decisions = promote_champions(config, run_id, metrics)
-    result = report(config, run_id, prepared.version, metrics, decisions, started)
+    metrics = train(run)
+    decisions = promote_champions(run, metrics)
+    result = report(run, metrics, decisions)
 
-    create_table_artifact(table=result["rows"], key="fmnist-table1",
-                          description=f"Run {run_id}: test accuracy beside the report's Table 1")
-    create_markdown_artifact(markdown=result["markdown"], key="fmnist-summary", description=f"Run {run_id}")
-    get_run_logger().info("\n" + result["markdown"])
-    return {"run_id": run_id, "dataset_version": prepared.version, "table1": result["rows"],
-            "markdown": result["markdown"], "store": config.store}
+    create_table_artifact(table=result["rows"], key=table_artifact_key(run.config),
+                          description=f"Run {run.run_id}: test accuracy beside the report's Table 1 "
+                                      f"({run.config.protocol()})")
+    create_markdown_artifact(markdown=result["markdown"], key="fmnist-summary", description=f"Run {run.run_id}")
+    logger.info("\n" + result["markdown"])
+    return {"run_id": run.run_id, "dataset_version": run.dataset_version, "table1": result["rows"],
+            "markdown": result["markdown"], "store": run.store.uri}

@@ -7,7 +7,9 @@ built from it) and Ray trials receive `config.model_dump()`.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,36 +19,69 @@ ArchitectureName = Literal["baseline", "mlp1", "mlp3_dropout", "cnn1_mlp", "cnn2
 ALL_ARCHITECTURES: tuple[str, ...] = ("baseline", "mlp1", "mlp3_dropout", "cnn1_mlp", "cnn2")
 PresetName = Literal["full", "quick"]
 
-# A preset only changes the fields it names; explicit values win over it.
-PRESETS: dict[str, dict[str, Any]] = {
+# A preset fills the fields it names when they are empty (None); a value the user gives wins over it.
+# "Empty" and not "absent": the Prefect UI's form sends every field, and an untouched one arrives as null.
+# (A quick run on all rows: --train-rows 60000 --test-rows 10000.)
+PRESETS: dict[str, dict[str, int | None]] = {
     # The report's protocol: all rows, up to 100 epochs, early stopping after 10.
     "full": {"max_epochs": 100, "train_rows": None, "test_rows": None},
     # For tests and a first look: a few thousand rows, 2 epochs (about a minute on 2 CPUs).
     "quick": {"max_epochs": 2, "train_rows": 3000, "test_rows": 1000},
 }
+PRESET_FIELDS: tuple[str, ...] = ("max_epochs", "train_rows", "test_rows")
+# Fields that decide what a run trains on and how: a resumed run keeps its own, and runs whose values differ
+# from their preset's are not comparable with that preset's history.
+PROTOCOL_FIELDS: tuple[str, ...] = ("preset", "source", "rows_per_shard", "architectures", "max_epochs", "batch_size",
+                                    "patience", "train_rows", "test_rows", "seed", "steps_per_execution")
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+COMPARABILITY_FIELDS: tuple[str, ...] = ("batch_size", "patience", "seed")
+
+_RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# http(s)://host[:port][/path], with no user:password@ part (credentials never go into a config).
+_ENDPOINT_PATTERN = r"^https?://[^/\s@]+(/[^\s@]*)?$"
+# Anything but a URL that carries user:password@ (credentials come only from the AWS chain / the environment).
+_NO_CREDENTIALS_PATTERN = r"^(?![A-Za-z][A-Za-z0-9+.-]*://[^/]*@).*$"
 
 
 class PipelineConfig(BaseModel):
     """Everything a run needs; the seed protocol by default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # python-re: the schema's patterns use a look-ahead (the Prefect form checks them in the browser too).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, regex_engine="python-re")
 
-    preset: PresetName = Field("full", description="Named set of defaults: 'full' (the report) or 'quick'.")
-    store: str = Field("./artifacts", description="Object store: a folder, file://…, or s3://bucket/prefix.")
-    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint URL (else AWS_ENDPOINT_URL, else AWS).")
-    source: str | None = Field(None, description="Raw Fashion-MNIST: folder, file://, http(s):// or s3:// (else the defaults).")
+    preset: PresetName = Field(
+        "full", description="Named protocol: 'full' (the report: all rows, up to 100 epochs) or 'quick' (3,000 train "
+                            "rows, 1,000 test rows, 2 epochs). Fills max_epochs, train_rows and test_rows when empty.")
+    store: str = Field(
+        "./artifacts", min_length=1, pattern=_NO_CREDENTIALS_PATTERN, validate_default=True,
+        description="Object store: a folder, file:///path, or s3://bucket/prefix. A relative folder is resolved "
+                    "against the working folder of the process that starts the run.")
+    s3_endpoint: str | None = Field(
+        None, pattern=_ENDPOINT_PATTERN,
+        description="S3-compatible endpoint URL, e.g. http://minio:9000 (empty: AWS_ENDPOINT_URL, else AWS). "
+                    "No user:password@: credentials come from the AWS chain.")
+    source: str | None = Field(
+        None, pattern=_NO_CREDENTIALS_PATTERN,
+        description="Raw Fashion-MNIST: a folder, file://, http(s):// or s3:// (empty: FASHION_MNIST_DIR, then "
+                    "Debian's /usr/share/datasets/fashion-mnist, then the upstream mirror).")
     rows_per_shard: int = Field(10_000, ge=100, le=1_000_000, description="Rows in each Parquet shard.")
     architectures: list[ArchitectureName] = Field(
         default_factory=lambda: list(ALL_ARCHITECTURES), min_length=1, description="Which of the five models to train."
     )
-    max_epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs (early stopping may end sooner).")
-    batch_size: int = Field(128, ge=1, le=65_536)
-    patience: int = Field(10, ge=0, description="EarlyStopping(monitor='val_accuracy') patience in epochs.")
-    train_rows: int | None = Field(None, ge=100, le=60_000, description="Use only the first N training rows (None: all).")
-    test_rows: int | None = Field(None, ge=100, le=10_000, description="Evaluate on the first N test rows (None: all).")
-    seed: int = Field(0, ge=0)
+    max_epochs: int | None = Field(
+        None, ge=1, le=10_000,
+        description="Upper bound on epochs; early stopping may end sooner (empty: the preset's, full 100, quick 2).")
+    batch_size: int = Field(128, ge=1, le=65_536, description="Training batch size (the report: 128).")
+    patience: int = Field(10, ge=0, le=10_000,
+                          description="EarlyStopping(monitor='val_accuracy') patience in epochs (the report: 10).")
+    train_rows: int | None = Field(
+        None, ge=100, le=60_000,
+        description="Use only the first N training rows (empty: the preset's, full all 60,000, quick 3,000).")
+    test_rows: int | None = Field(
+        None, ge=100, le=10_000,
+        description="Evaluate on the first N test rows (empty: the preset's, full all 10,000, quick 1,000).")
+    seed: int = Field(0, ge=0, le=2**32 - 1,
+                      description="Random seed of weight initialisation, dropout and the per-epoch shuffle.")
     steps_per_execution: int = Field(
         32, ge=1, le=4096,
         description="Batches per call into the backend: same batches and updates as 1, less per-step overhead.")
@@ -58,18 +93,25 @@ class PipelineConfig(BaseModel):
     promotion_margin: float = Field(
         0.002, ge=0, le=1,
         description="A model replaces the champion only if its test accuracy is higher by at least this (0.002 = 0.2 points).")
-    ray_address: str | None = Field(None, description="Existing Ray cluster (else RAY_ADDRESS, else a local Ray).")
-    run_id: str | None = Field(None, description="Name of the run; generated when empty. Reuse it to resume.")
+    ray_address: str | None = Field(
+        None, pattern=_NO_CREDENTIALS_PATTERN,
+        description="Existing Ray cluster, e.g. ray://head:10001 or auto (empty: RAY_ADDRESS, else a local Ray).")
+    run_id: str | None = Field(
+        None, pattern=_RUN_ID_PATTERN,
+        description="Name of the run: letters, digits, '_', '-', '.', at most 64 (empty: generated). "
+                    "An unfinished run's id resumes it.")
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
+        """Fill the preset's fields that are absent or empty (None); given values win."""
         if not isinstance(data, dict):
             return data
-        preset = data.get("preset", "full")
+        preset = data.get("preset") or "full"
         if preset not in PRESETS:
             return data  # the field validator reports the bad name
-        return {**PRESETS[preset], **data}
+        filled = {name: value for name, value in PRESETS[preset].items() if data.get(name) is None}
+        return {**data, **filled}
 
     @field_validator("architectures")
     @classmethod
@@ -78,19 +120,83 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"each architecture at most once, found {value}")
         return value
 
-    @field_validator("s3_endpoint")
+    @field_validator("store")
     @classmethod
-    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+    def _absolute_local_store(cls, value: str) -> str:
+        return absolute_store_uri(value)
+
+    # The schema's patterns alone would answer "should match pattern '^(?!…'": say what is wrong instead.
+    @field_validator("store", "source", "ray_address", "s3_endpoint", mode="before")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: Any) -> Any:
+        return _refuse_credentials(value)
+
+    @field_validator("s3_endpoint", mode="before")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: Any) -> Any:
+        if isinstance(_refuse_credentials(value), str) and not re.match(_ENDPOINT_PATTERN, value):
             raise ValueError("expected an http:// or https:// URL, e.g. http://127.0.0.1:9000")
         return value
 
-    @field_validator("run_id")
+    @field_validator("run_id", mode="before")
     @classmethod
-    def _safe_run_id(cls, value: str | None) -> str | None:
-        if value is not None and not _RUN_ID.match(value):
+    def _safe_run_id(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.match(_RUN_ID_PATTERN, value):
             raise ValueError("letters, digits, '_', '-', '.' only (at most 64), starting with a letter or digit")
         return value
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The preset's fields whose values differ from the preset's own."""
+        return {name: getattr(self, name) for name, value in PRESETS[self.preset].items() if getattr(self, name) != value}
+
+    @property
+    def comparable(self) -> bool:
+        """Exactly its preset's protocol (a subset of the models aside): comparable with that preset's history."""
+        return not self.overrides and all(getattr(self, name) == PipelineConfig.model_fields[name].default
+                                          for name in COMPARABILITY_FIELDS)
+
+    def protocol(self) -> str:
+        """The resolved protocol in words, for logs and summaries: never a preset name that did not apply."""
+        changed = ", ".join(f"{name}={value}" for name, value in self.overrides.items())
+        return (f"preset '{self.preset}'" + (f" with {changed}" if changed else "")
+                + f": {_rows(self.train_rows, 60_000)} train rows, {_rows(self.test_rows, 10_000)} test rows, "
+                  f"up to {self.max_epochs} epochs, batch {self.batch_size}, patience {self.patience}, seed {self.seed}")
+
+    def form_parameters(self) -> dict[str, Any]:
+        """This config as a deployment's parameters: the preset's fields left empty where they equal the preset's,
+        so that a preset chosen in the UI form fills them (the form sends every field)."""
+        values = self.model_dump(mode="json")
+        for name in PRESET_FIELDS:
+            if name not in self.overrides:
+                values[name] = None
+        return values
+
+
+def _refuse_credentials(value: Any) -> Any:
+    if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", value):
+        raise ValueError("a URL with user:password@ in it: credentials never go into the config (they would "
+                         "reach run.json, Tune's state and logs); use the AWS credential chain or the environment")
+    return value
+
+
+def _rows(count: int | None, total: int) -> str:
+    return f"all {total:,}" if count is None else f"{count:,}"
+
+
+def absolute_store_uri(uri: str) -> str:
+    """A local store (a folder or file: URI) as an absolute path, resolved against this process's working folder.
+
+    Done once, where the run starts: Ray Tune runs each trial in a folder of its own, where a relative path
+    would point somewhere else. s3:// and other schemes are returned unchanged (open_store checks them).
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost", "."):
+        path = parsed.path if parsed.netloc != "." else "." + parsed.path
+        return str(Path(path or ".").expanduser().resolve())
+    if parsed.scheme == "":
+        return str(Path(uri).expanduser().resolve())
+    return uri
 
 
 def describe_validation_error(exc: ValidationError) -> str:

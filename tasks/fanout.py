@@ -14,9 +14,9 @@ import os
 from typing import Callable
 
 from tasks.config import PipelineConfig
-from tasks.errors import PipelineError
+from tasks.errors import ConfigError, PipelineError
 from tasks.shards import load_manifest
-from tasks.store import Store
+from tasks.store import LocalStore, Store
 from tasks.training import artifact_prefix, load_dataset_arrays, train_trial
 
 Progress = Callable[[str], None]
@@ -56,6 +56,23 @@ def connect_ray(address: str | None) -> None:
     except ConnectionError as exc:
         raise PipelineError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / RAY_ADDRESS "
                             "or leave it empty for a local Ray") from None
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def check_store_reaches_every_node(store: Store) -> None:
+    """A folder store on a multi-node cluster: each trial would write to its own node's disk, where neither the
+    report nor a resume finds it. Refuse before anything is trained."""
+    nodes = alive_nodes()
+    if isinstance(store, LocalStore) and nodes > 1:
+        raise ConfigError(f"store {store.uri} is a folder on this machine, but the Ray cluster has {nodes} nodes: "
+                          "trials on the other nodes would write their models and checkpoints to their own disks. "
+                          "Use an object store every node reaches: --store s3://bucket/prefix (see README, "
+                          "'Scaling out on a Ray cluster')")
 
 
 def _progress_callback(progress: Progress):
@@ -122,6 +139,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
     load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
     connect_ray(config.ray_address)
+    check_store_reaches_every_node(store)
     keep_secrets_out_of_trial_env()
     results = make_tuner(config, store, run_id, dataset_version, progress).fit()
 
@@ -130,7 +148,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
         details = "; ".join(f"{arch}: {type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
                             for arch, err in failed.items())
         raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
-                            f"Fix the cause and resume with `fmnist run --run-id {run_id}`")
+                            f"Fix the cause and resume with `fmnist run --resume {run_id}`")
     # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
     trained = [r.config["architecture"] for r in results]
     return {arch: json.loads(store.get_bytes(f"{artifact_prefix(run_id, arch)}/metrics.json")) for arch in trained}

@@ -13,10 +13,9 @@ from typing import Any
 
 from tasks.architectures import ARCHITECTURES
 from tasks.champion import Decision, decisions_json, decisions_markdown
-from tasks.config import PipelineConfig
 from tasks.plots import samples_png
+from tasks.runs import Run
 from tasks.shards import CLASS_NAMES, load_split
-from tasks.store import Store
 
 LIBRARIES = ("tensorflow", "keras", "ray", "prefect", "pyarrow", "boto3", "numpy", "pydantic")
 
@@ -90,8 +89,7 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def run_record(config: PipelineConfig, run_id: str, dataset_version: str, started: float, ended: float,
-               status: str) -> dict[str, Any]:
+def run_record(run: Run, ended: float, status: str) -> dict[str, Any]:
     """What ran, on what, with what: enough to reproduce the run. The config holds no secrets."""
     versions = {}
     for name in LIBRARIES:
@@ -100,34 +98,38 @@ def run_record(config: PipelineConfig, run_id: str, dataset_version: str, starte
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "run_id": run_id,
+        "run_id": run.run_id,
         "status": status,
-        "config": config.model_dump(),
-        "dataset_version": dataset_version,
+        "resumed": run.resumed,
+        "protocol": run.config.protocol(),
+        "config": run.config.model_dump(mode="json"),  # resolved: the preset's values filled in, the store absolute
+        "dataset_version": run.dataset_version,
         "code_version": code_version(),
         "libraries": versions,
         "python": platform.python_version(),
         "hardware": hardware(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started)),
         "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)),
-        "seconds": round(ended - started, 1),
+        "seconds": round(ended - run.started, 1),
     }
 
 
-def publish_report(store: Store, run_id: str, dataset_version: str, metrics_by_arch: dict[str, dict],
-                   record: dict[str, Any], decisions: list[Decision]) -> dict[str, Any]:
+def publish_report(run: Run, metrics_by_arch: dict[str, dict], record: dict[str, Any],
+                   decisions: list[Decision]) -> dict[str, Any]:
     """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
-    images, labels, _ = load_split(store, dataset_version, "train", rows=1000)
-    store.put_bytes(f"runs/{run_id}/samples.png", samples_png(images, labels, CLASS_NAMES))
+    store, paths, version = run.store, run.paths, run.dataset_version
+    images, labels, _ = load_split(store, version, "train", rows=1000)
+    store.put_bytes(paths.samples, samples_png(images, labels, CLASS_NAMES))
     rows = table1_rows(metrics_by_arch)
     promoted = [d.slot for d in decisions if d.promoted]
-    summary = {"run_id": run_id, "dataset_version": dataset_version, "table1": rows, "metrics": metrics_by_arch,
+    summary = {"run_id": run.run_id, "dataset_version": version, "protocol": run.config.protocol(),
+               "comparable": run.config.comparable, "table1": rows, "metrics": metrics_by_arch,
                "promoted": bool(promoted), "champion_decisions": decisions_json(decisions)}
-    markdown = table1_markdown(run_id, rows, note=f"Dataset version {dataset_version}; config preset "
-                                                  f"'{record['config']['preset']}'; code {record['code_version']}.")
+    markdown = table1_markdown(run.run_id, rows, note=f"Protocol: {run.config.protocol()}. Dataset version {version}; "
+                                                      f"code {record['code_version']}.")
     markdown += "\n" + (f"**Promoted**: {', '.join(promoted)}\n" if promoted else "**Not promoted**\n")
     markdown += "\n" + decisions_markdown(decisions)
-    store.put_bytes(f"runs/{run_id}/summary.json", json.dumps(summary, indent=2).encode())
-    store.put_bytes(f"runs/{run_id}/summary.md", markdown.encode())
-    store.put_bytes(f"runs/{run_id}/run.json", json.dumps(record, indent=2).encode())
+    store.put_bytes(paths.summary_json, json.dumps(summary, indent=2).encode())
+    store.put_bytes(paths.summary_md, markdown.encode())
+    store.put_bytes(paths.record, json.dumps(record, indent=2).encode())
     return {"rows": rows, "markdown": markdown}

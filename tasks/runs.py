@@ -1,0 +1,149 @@
+"""A run: its id, its keys in the store, its frozen config, and the dataset it trains on.
+
+Claimed once at the start of `fmnist run` (the config is written to runs/<id>/config.json then, if absent),
+and handed to every stage, so no stage opens the store again or spells runs/<id>/… itself.
+No Prefect here: the Ray trials use RunPaths too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config
+from tasks.errors import ConfigError
+from tasks.shards import PrepareResult
+from tasks.store import Store, open_store
+
+RUNS_PREFIX = "runs"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every key of one run, relative to the store's root."""
+
+    run_id: str
+
+    @property
+    def root(self) -> str:
+        return f"{RUNS_PREFIX}/{self.run_id}"
+
+    @property
+    def config(self) -> str:
+        return f"{self.root}/config.json"  # written when the id is claimed: what a resume rebuilds the run from
+
+    @property
+    def record(self) -> str:
+        return f"{self.root}/run.json"  # written last: its presence marks a finished run
+
+    @property
+    def summary_json(self) -> str:
+        return f"{self.root}/summary.json"
+
+    @property
+    def summary_md(self) -> str:
+        return f"{self.root}/summary.md"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.root}/samples.png"
+
+    @property
+    def tune(self) -> str:
+        return f"{self.root}/tune"
+
+    def model_prefix(self, architecture: str) -> str:
+        return f"{self.root}/{architecture}"
+
+    def metrics(self, architecture: str) -> str:
+        return f"{self.model_prefix(architecture)}/metrics.json"
+
+    def model(self, architecture: str) -> str:
+        return f"{self.model_prefix(architecture)}/model.keras"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's context: created when the id is claimed, completed with the dataset once it is prepared."""
+
+    config: PipelineConfig
+    store: Store
+    paths: RunPaths
+    resumed: bool
+    started: float
+    dataset: PrepareResult | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.paths.run_id
+
+    @property
+    def dataset_version(self) -> str:
+        if self.dataset is None:
+            raise RuntimeError(f"run {self.run_id}: the dataset is not prepared yet")  # a bug in the flow, not input
+        return self.dataset.version
+
+    def with_dataset(self, dataset: PrepareResult) -> "Run":
+        return replace(self, dataset=dataset)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def read_stored_config(store: Store, run_id: str) -> PipelineConfig | None:
+    """The config a run stored when it began, or None when the run has none (not claimed yet)."""
+    data, _ = store.read_versioned(RunPaths(run_id).config)
+    if data is None:
+        return None
+    try:
+        return build_config(**json.loads(data))
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"{store.url_for(RunPaths(run_id).config)}: not a valid run config ({exc}); "
+                          "restore it from a backup or start a new run") from None
+
+
+def changed_protocol(stored: PipelineConfig, requested: PipelineConfig) -> dict[str, tuple[Any, Any]]:
+    """The fields that decide data and training whose requested values differ from the run's own."""
+    return {name: (getattr(stored, name), getattr(requested, name))
+            for name in PROTOCOL_FIELDS if getattr(stored, name) != getattr(requested, name)}
+
+
+def refuse_changed_protocol(run_id: str, stored: PipelineConfig, requested: PipelineConfig) -> None:
+    changed = changed_protocol(stored, requested)
+    if changed:
+        listed = "; ".join(f"{name}: the run has {old!r}, given {new!r}" for name, (old, new) in changed.items())
+        raise ConfigError(f"run {run_id}: a resumed run keeps the data and training it began with, and these options "
+                          f"differ: {listed}. Resume without them (fmnist run --resume {run_id}), or leave the run "
+                          "id empty for a new run")
+
+
+def resume_config(stored: PipelineConfig, given: dict[str, Any]) -> PipelineConfig:
+    """The stored config with the options given on the command line; refused if they change the protocol."""
+    requested = build_config(**{**stored.model_dump(), **given})
+    refuse_changed_protocol(stored.run_id or "?", stored, requested)
+    return requested
+
+
+def refuse_finished(store: Store, run_id: str) -> None:
+    if store.exists(RunPaths(run_id).record):
+        raise ConfigError(f"run id {run_id!r}: that run already finished in {store.uri} and runs are never "
+                          "overwritten; leave --run-id empty for a new run")
+
+
+def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
+    """A new run (its config written first), or the unfinished run `config.run_id` names (resumed as it began)."""
+    store = store or open_store(config.store, config.s3_endpoint)
+    run_id = config.run_id or new_run_id()
+    paths = RunPaths(run_id)
+    refuse_finished(store, run_id)
+    config = config.model_copy(update={"run_id": run_id})
+    if store.put_if_absent(paths.config, json.dumps(config.model_dump(mode="json"), indent=2).encode()):
+        return Run(config, store, paths, resumed=False, started=time.time())
+    stored = read_stored_config(store, run_id)
+    if stored is not None:  # None only if it was deleted just now: nothing to compare with
+        refuse_changed_protocol(run_id, stored, config)
+    return Run(config, store, paths, resumed=True, started=time.time())
