@@ -27,10 +27,10 @@ def claim(config: PipelineConfig) -> Run:
 
 
 @task(cache_policy=NO_CACHE)
-def join_ray(run: Run) -> None:
+def join_ray(config: PipelineConfig) -> None:
     """Connect to Ray (or start a local one) and refuse a store the cluster's nodes cannot all reach."""
-    connect_ray(run.config.ray_address)
-    check_store_reaches_every_node(run.store)
+    connect_ray(config.ray_address)
+    check_store_reaches_every_node(config.store)
 
 
 @task(cache_policy=NO_CACHE)  # no Prefect retries: Ray's FailureConfig restarts trials from checkpoints
@@ -65,11 +65,11 @@ def table_artifact_key(config: PipelineConfig) -> str:
 @flow(name="fmnist-run", log_prints=True)
 def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     """Train the report's five Fashion-MNIST classifiers and publish Table 1 beside the report's."""
+    join_ray(config)
     run = claim(config)
     logger = get_run_logger()
     logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
                 f"{run.config.protocol()}; store {run.store.uri}")
-    join_ray(run)
     raw = fetch(run.config.source)
     run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
     del raw  # the trials read the shards; free the driver's copy

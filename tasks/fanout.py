@@ -16,7 +16,7 @@ from typing import Callable
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError
 from tasks.shards import load_manifest
-from tasks.store import LocalStore, Store
+from tasks.store import Store
 from tasks.training import artifact_prefix, load_dataset_arrays, train_trial
 
 Progress = Callable[[str], None]
@@ -64,12 +64,12 @@ def alive_nodes() -> int:
     return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
-def check_store_reaches_every_node(store: Store) -> None:
+def check_store_reaches_every_node(store_uri: str) -> None:
     """A folder store on a multi-node cluster: each trial would write to its own node's disk, where neither the
-    report nor a resume finds it. Refuse before anything is trained."""
+    report nor a resume finds it. Refuse before anything is trained (or claimed)."""
     nodes = alive_nodes()
-    if isinstance(store, LocalStore) and nodes > 1:
-        raise ConfigError(f"store {store.uri} is a folder on this machine, but the Ray cluster has {nodes} nodes: "
+    if not store_uri.startswith("s3://") and nodes > 1:
+        raise ConfigError(f"store {store_uri} is a folder on this machine, but the Ray cluster has {nodes} nodes: "
                           "trials on the other nodes would write their models and checkpoints to their own disks. "
                           "Use an object store every node reaches: --store s3://bucket/prefix (see README, "
                           "'Scaling out on a Ray cluster')")
@@ -139,7 +139,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
     load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
     connect_ray(config.ray_address)
-    check_store_reaches_every_node(store)
+    check_store_reaches_every_node(store.uri)
     keep_secrets_out_of_trial_env()
     results = make_tuner(config, store, run_id, dataset_version, progress).fit()
 

@@ -13,6 +13,8 @@ with a probe in place of the trainer.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import re
 import sys
 import time
@@ -262,3 +264,20 @@ def test_five_trials_at_a_fifth_of_a_gpu_run_together_on_one_gpu(ray_cluster, tm
     assert {r["node_id"] for r in rows} == workers
     assert {tuple(r["gpu_ids"]) for r in rows} == {("0",)}
     assert sum(r["gpu_share"] for r in rows) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("ray_cluster", ["two workers"], indirect=True)
+def test_a_folder_store_on_a_multi_node_cluster_is_refused_before_anything_runs(ray_cluster, tmp_path):
+    """`fmnist run` as a user types it, joining a cluster of three nodes with the default ./artifacts store:
+    one line saying why and what to use, exit 2, nothing claimed or trained (the error is raised inside the flow,
+    after Prefect started: its traceback stays out of the terminal)."""
+    address = ray.get_runtime_context().gcs_address
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")} | {"PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", "quick", "--architectures",
+                             "baseline", "--ray-address", address], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("fmnist run: error: ")]
+    assert len(errors) == 1 and "is a folder on this machine" in errors[0] and "s3://" in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "artifacts" / "runs").exists()

@@ -1,12 +1,12 @@
 """The nightly deployment on a real Prefect server: schedule, limit, UI form, and a run that completes."""
 
 import asyncio
+import json
 import uuid
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
-from prefect.deployments import run_deployment
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.runner import Runner
 
 from flows.deploy import nightly_deployment
@@ -42,28 +42,60 @@ def test_bad_schedule_settings_are_named(kwargs, message):
     assert message in str(error.value)
 
 
-def test_a_run_triggered_like_from_the_ui_completes_with_its_artifacts(prefect_api, tmp_path, monkeypatch):
+def ui_form_payload(deployment) -> dict:
+    """What the Prefect UI's Custom run form sends for the `config` parameter when the user changes nothing:
+    every field of the schema, at the deployment's value, else at the schema's default (null where that is None)."""
+    fields = deployment.parameter_openapi_schema["definitions"]["PipelineConfig"]["properties"]
+    given = deployment.parameters["config"]
+    return {name: given.get(name, field.get("default")) for name, field in fields.items()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deployed, chosen, changed, expected, table_key", [
+    # choosing quick on a full deployment trains the quick protocol
+    ("full", "quick", {}, {"max_epochs": 2, "train_rows": 3000, "test_rows": 1000}, "fmnist-table1-quick"),
+    # choosing full on a quick deployment trains the full protocol (a patience of 1, changed by the user, wins)
+    ("quick", "full", {"patience": 1}, {"max_epochs": 100, "train_rows": None, "test_rows": None, "patience": 1},
+     "fmnist-table1-custom"),
+    # a field the user changes wins over the preset
+    ("quick", "quick", {"max_epochs": 1}, {"max_epochs": 1, "train_rows": 3000, "test_rows": 1000},
+     "fmnist-table1-custom"),
+], ids=["quick-on-full", "full-on-quick", "user-value-wins"])
+def test_the_ui_forms_payload_trains_what_the_chosen_preset_says(prefect_api, tmp_path, monkeypatch, deployed, chosen,
+                                                                 changed, expected, table_key):
     # The runner starts the flow run in a subprocess, as `fmnist deploy` does; it must find this server.
     monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     name = f"nightly-{uuid.uuid4().hex[:6]}"
-    # The quick preset, on one architecture to keep the suite fast; the whole quick run is tested elsewhere.
-    config = PipelineConfig(preset="quick", store=str(tmp_path / "store"), architectures=["baseline"])
-    deployment = nightly_deployment(config, name=name)
+    store = tmp_path / "store"
+    deployment = nightly_deployment(PipelineConfig(preset=deployed, store=str(store)), name=name)
 
-    async def trigger_and_serve_once():
+    async def submit_form_and_serve_once():
         runner = Runner(name=name)
-        await runner.aadd_deployment(deployment)
-        flow_run = await run_deployment(f"fmnist-run/{name}", timeout=0)  # what the UI's "Run" button does
+        deployment_id = await runner.aadd_deployment(deployment)
+        async with get_client() as client:
+            stored = await client.read_deployment(deployment_id)
+            payload = ui_form_payload(stored) | {"preset": chosen, "architectures": ["baseline"]} | changed
+            flow_run = await client.create_flow_run_from_deployment(deployment_id, parameters={"config": payload})
         await runner.start(run_once=True)
         async with get_client() as client:
             finished = await client.read_flow_run(flow_run.id)
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fmnist-table1", "fmnist-summary"])),
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-        return finished, artifacts
+            artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+            logs = await client.read_logs()
+        return payload, finished, artifacts, [log.message for log in logs if log.flow_run_id == flow_run.id]
 
-    finished, artifacts = asyncio.run(trigger_and_serve_once())
+    payload, finished, artifacts, logs = asyncio.run(submit_form_and_serve_once())
+    assert set(payload) == set(PipelineConfig.model_fields) and payload["max_epochs"] == changed.get("max_epochs")
     assert finished.state.is_completed(), finished.state
-    assert {a.key for a in artifacts} == {"fmnist-table1", "fmnist-summary"}
-    table = next(a for a in artifacts if a.key == "fmnist-table1")
-    assert "Baseline" in str(table.data)
+    (record_path,) = store.glob("runs/*/run.json")
+    record = json.loads(record_path.read_text())
+    assert {k: record["config"][k] for k in expected} == expected and record["config"]["preset"] == chosen
+    history = (record_path.parent / "baseline" / "history.csv").read_text().splitlines()
+    metrics = json.loads((record_path.parent / "baseline" / "metrics.json").read_text())
+    assert metrics["rows"]["fit"] + metrics["rows"]["validation"] == (expected["train_rows"] or 60_000)
+    assert len(history) - 1 <= expected["max_epochs"]
+    # What the run says it did is what it did: the resolved protocol, never a preset that did not apply.
+    protocol = PipelineConfig(**record["config"]).protocol()
+    summary = (record_path.parent / "summary.md").read_text()
+    assert record["protocol"] == protocol and f"Protocol: {protocol}." in summary
+    assert any(protocol in message for message in logs)
+    assert {a.key for a in artifacts} == {table_key, "fmnist-summary"}

@@ -1,5 +1,5 @@
 """Training: the seed protocol's split, a real trial through Ray Tune, models that load back safely."""
-
+import os
 
 import keras
 import numpy as np
@@ -68,7 +68,7 @@ def test_one_trial_learns_loss_goes_down_and_the_model_loads_back(ray_local, loc
 ])
 def test_bad_config_names_the_field(field, value, expected):
     if expected is None:
-        assert build_config(**{field: value}).store == "./artifacts"  # None means: keep the default
+        assert build_config(**{field: value}).store == os.path.abspath("artifacts")  # None: the default, made absolute
         return
     with pytest.raises(ConfigError) as error:
         build_config(**{field: value})
