@@ -113,9 +113,9 @@ def history_len(store, run_id: str) -> int:
         return 0
 
 
-def fmnist(*args: str, env: dict[str, str]) -> subprocess.Popen:
+def fmnist(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
 
 
 @pytest.fixture
@@ -125,11 +125,13 @@ def cli_env(prefect_api):
 
 
 def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, fashion_dir):
-    store = open_store(str(tmp_path / "store"))
+    """Started from a user's folder with the default ./artifacts store, SIGKILLed, then resumed as the README says:
+    `fmnist run --resume ID`, nothing else: the run's stored config brings back its rows and epochs."""
+    store = open_store(str(tmp_path / "artifacts"))
     run_id = "killed-run"
-    args = ["run", "--preset", "quick", "--store", store.uri, "--run-id", run_id, "--architectures", "baseline,cnn2",
+    args = ["run", "--preset", "quick", "--run-id", run_id, "--architectures", "baseline,cnn2",
             "--max-epochs", "8", "--train-rows", "6000", "--test-rows", "500"]
-    first = fmnist(*args, env=cli_env)
+    first = fmnist(*args, env=cli_env, cwd=tmp_path)
     try:
         wait_for(lambda: store.exists(f"runs/{run_id}/baseline/metrics.json")
                  and any("cnn2" in k for k in checkpoints(store, run_id)), 300, "baseline done and a cnn2 checkpoint")
@@ -140,13 +142,14 @@ def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, f
     baseline_before = store.get_bytes(f"runs/{run_id}/baseline/metrics.json")
     time.sleep(2)  # let the killed Ray's processes go
 
-    second = fmnist(*(args[:5] + ["--resume", run_id] + args[7:]), env=cli_env)
+    second = fmnist("run", "--resume", run_id, env=cli_env, cwd=tmp_path)
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output[-3000:]
     assert "already published" in output and "resuming run killed-run" in output
     assert store.get_bytes(f"runs/{run_id}/baseline/metrics.json") == baseline_before  # not trained again
     cnn2 = json.loads(store.get_bytes(f"runs/{run_id}/cnn2/metrics.json"))
     assert cnn2["resumed_from_epoch"] >= 1
+    assert cnn2["rows"]["fit"] + cnn2["rows"]["validation"] == 6000 and cnn2["rows"]["test"] == 500
     assert history_epochs(store, run_id, "cnn2") == list(range(1, cnn2["epochs"] + 1))
     assert store.exists(f"runs/{run_id}/run.json")
 
