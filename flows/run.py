@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -33,10 +36,32 @@ def join_ray(config: PipelineConfig) -> None:
     check_store_reaches_every_node(config.store)
 
 
+@contextmanager
+def cancellable_through_ray() -> Iterator[None]:
+    """Let a cancel from the Prefect UI end the flow run as Cancelled.
+
+    On cancel, the runner tells the flow process it is a cancel and sends SIGTERM. Prefect's handler raises its
+    TerminationSignal, but the driver is waiting inside Ray (ray.wait in Tune's loop), and Ray turns an exception
+    raised while it checks for signals into SystemExit(1): Prefect would see a crash. Give Prefect its signal back.
+    """
+    try:
+        yield
+    except SystemExit as exc:
+        try:
+            from prefect._internal.control_listener import get_intent  # Prefect 3's runner-to-flow cancel intent
+            from prefect.exceptions import TerminationSignal
+        except ImportError:  # another Prefect: the run shows as crashed, and still resumes
+            raise exc from None
+        if get_intent() == "cancel":
+            raise TerminationSignal(signal.SIGTERM) from exc
+        raise
+
+
 @task(cache_policy=NO_CACHE)  # no Prefect retries: Ray's FailureConfig restarts trials from checkpoints
 def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
-    return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info)
+    with cancellable_through_ray():
+        return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info)
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
