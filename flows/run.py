@@ -69,7 +69,7 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     started = time.time()
     run_id = claim_run_id(config)
     get_run_logger().info(f"run {run_id}: {', '.join(config.architectures)} on preset '{config.preset}', store {config.store}")
-    raw = fetch(config.source)
+    raw = fetch(config.source, config.s3_endpoint)
     prepared = shard_and_publish(raw, config.store, config.s3_endpoint, config.rows_per_shard)
     del raw  # the trials read the shards; free the driver's copy
     metrics = train(config, run_id, prepared.version)

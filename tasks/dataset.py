@@ -157,11 +157,11 @@ def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
     return result
 
 
-def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
+def _read_s3(uri: str, raw: RawFile, endpoint: str | None) -> tuple[str, bytes]:
     from tasks.store import MissingKey, S3Store
 
     parsed = urlparse(uri)
-    store = S3Store(parsed.netloc, parsed.path)
+    store = S3Store(parsed.netloc, parsed.path, endpoint=endpoint)  # None: AWS_ENDPOINT_URL, else AWS
     for name in (raw.filename + ".gz", raw.filename):
         try:
             return store.url_for(name), store.get_bytes(name)
@@ -170,13 +170,13 @@ def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
     raise DatasetError(f"source {uri}: expected {raw.filename}.gz (or {raw.filename}) in it, found neither")
 
 
-def fetch_file(source: str, raw: RawFile) -> VerifiedFile:
-    """One raw file from the source, decompressed, parsed and verified once."""
+def fetch_file(source: str, raw: RawFile, s3_endpoint: str | None = None) -> VerifiedFile:
+    """One raw file from the source, decompressed, parsed and verified once; `s3_endpoint` serves an s3:// source."""
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
         return _fetch_http(source, raw)
     if scheme == "s3":
-        return verified_file(*_read_s3(source, raw), raw)
+        return verified_file(*_read_s3(source, raw, s3_endpoint), raw)
     if scheme in ("file", ""):
         return verified_file(*_read_local(urlparse(source).path if scheme else source, raw), raw)
     raise DatasetError(f"source {source!r}: unknown scheme '{scheme}'; expected a folder, file://, http(s):// or s3://")
@@ -254,12 +254,13 @@ def verified_file(where: str, data: bytes, raw: RawFile) -> VerifiedFile:
     return VerifiedFile(where, array, _verify(where, raw, content), len(content))
 
 
-def fetch_dataset(source: str | None = None, progress: Progress = _quiet) -> RawDataset:
-    """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache."""
+def fetch_dataset(source: str | None = None, progress: Progress = _quiet, s3_endpoint: str | None = None) -> RawDataset:
+    """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache.
+    `s3_endpoint` (--s3-endpoint) is the S3-compatible server of an s3:// source."""
     resolved = resolve_source(source)
     files: dict[str, VerifiedFile] = {}
     for raw in RAW_FILES.values():
-        files[raw.key] = checked = fetch_file(resolved, raw)
+        files[raw.key] = checked = fetch_file(resolved, raw, s3_endpoint)
         progress(f"verified {raw.filename} ({checked.size:,} bytes, sha256 {checked.sha256[:12]}…) from {checked.where}")
     arrays = {key: f.array for key, f in files.items()}
     hashes = {key: f.sha256 for key, f in files.items()}

@@ -406,3 +406,15 @@ def test_s3_source(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
     store.delete(f"{TEST_LABELS.filename}.gz")
     with pytest.raises(DatasetError, match=f"expected {TEST_LABELS.filename}.gz"):
         fetch_dataset(s3_store_uri)
+
+
+def test_s3_source_uses_the_explicit_endpoint(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
+    """--s3-endpoint reaches the s3:// source: no AWS_ENDPOINT_URL to fall back on (issue 9, §6.1)."""
+    from tasks.store import open_store
+
+    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    for name, data in real_gz.items():
+        store.put_bytes(name, data)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    got = fetch_dataset(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    assert got.source_sha256 == {key: raw.sha256 for key, raw in RAW_FILES.items()}
