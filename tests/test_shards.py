@@ -334,7 +334,7 @@ def test_two_prepares_racing_leave_a_manifest_that_matches_the_shards(empty_stor
     _assert_manifest_matches_the_store(store, version, raw_dataset)
 
 
-def test_a_leftover_shard_with_the_same_rows_is_kept(empty_store, raw_dataset, monkeypatch) -> None:
+def test_a_leftover_shard_with_the_same_rows_is_kept(empty_store, raw_dataset) -> None:
     """A shard another writer left (other bytes, same rows) is reused, and its own hash is the one recorded."""
     store = empty_store
     version = dataset_version(raw_dataset.source_sha256, 10_000)
