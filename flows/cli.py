@@ -87,7 +87,7 @@ def _check_before_prefect(config: PipelineConfig) -> None:
     from tasks.store import open_store
 
     open_store(config.store, config.s3_endpoint)
-    fetch_dataset(config.source)
+    fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
 
 
 def _quiet_expected_tracebacks() -> None:

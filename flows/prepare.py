@@ -20,9 +20,9 @@ def _retry_unless_bad_content(task, task_run, state) -> bool:
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_unless_bad_content, cache_policy=NO_CACHE)
-def fetch(source: str | None) -> RawDataset:
+def fetch(source: str | None, s3_endpoint: str | None = None) -> RawDataset:
     """Read the four raw files and verify their content."""
-    return fetch_dataset(source, progress=get_run_logger().info)
+    return fetch_dataset(source, progress=get_run_logger().info, s3_endpoint=s3_endpoint)
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
@@ -42,7 +42,7 @@ def describe(result: PrepareResult, store_uri: str) -> str:
 def prepare_flow(config: PipelineConfig = PipelineConfig()) -> PrepareResult:
     """Fetch Fashion-MNIST, verify it, and publish it as Parquet shards in the store."""
     store = open_store(config.store, config.s3_endpoint)  # fails fast on a wrong URI, endpoint, bucket or credentials
-    raw = fetch(config.source)
+    raw = fetch(config.source, config.s3_endpoint)
     result = shard_and_publish(raw, store, config.rows_per_shard)
     get_run_logger().info(describe(result, store.uri))
     return result

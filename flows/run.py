@@ -95,7 +95,7 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     logger = get_run_logger()
     logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
                 f"{run.config.protocol()}; store {run.store.uri}")
-    raw = fetch(run.config.source)
+    raw = fetch(run.config.source, run.config.s3_endpoint)
     run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
     del raw  # the trials read the shards; free the driver's copy
     metrics = train(run)

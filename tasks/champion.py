@@ -2,14 +2,20 @@
 
 A run's model replaces the champion only when its test accuracy beats the
 champion's by at least `margin`. Only runs evaluated on the whole test set
-(10,000 rows) compete, so a quick run never displaces a real one. The pointer
-is updated with a compare-and-swap (If-Match on S3, a lock locally): when two
-runs promote at once, the loser re-reads the winner's pointer and decides again.
+(10,000 rows) compete, so a quick run never displaces a real one. Accuracies
+are compared as whole counts of correctly classified test rows, and the margin
+as whole rows (ceil(margin x rows)): in floats, 0.811 + 0.002 > 0.813, and a
+gain of exactly the margin would be refused. A run that already holds a slot
+(resumed after promotion, a retried task) is reported as its champion and the
+pointer is left as it is. The pointer is updated with a compare-and-swap
+(If-Match on S3, a lock locally): when two runs promote at once, the loser
+re-reads the winner's pointer and decides again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 
@@ -42,7 +48,23 @@ def _entry(run_id: str, metrics: dict) -> dict:
     }
 
 
-def _judge(slot: str, metrics: dict, champion: dict | None, margin: float) -> Decision:
+def correct_rows(accuracy: float, rows: int = FULL_TEST_ROWS) -> int:
+    """How many test rows were classified correctly: accuracy is correct / rows, so this undoes it exactly."""
+    return round(accuracy * rows)
+
+
+def margin_rows(margin: float, rows: int = FULL_TEST_ROWS) -> int:
+    """The margin as whole rows, rounded up ("at least"); rounding to 6 places first drops float noise
+    (0.0007 x 10,000 is 7.000000000000001 in floats, and must be 7)."""
+    return math.ceil(round(margin * rows, 6))
+
+
+def _holds(champion: dict | None, run_id: str, metrics: dict) -> bool:
+    """This run's model of this architecture is already the slot's champion."""
+    return bool(champion) and champion["run_id"] == run_id and champion["architecture"] == metrics["architecture"]
+
+
+def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin: float) -> Decision:
     accuracy = metrics["test_accuracy"]
     held = champion["test_accuracy"] if champion else None
     if metrics["rows"]["test"] != FULL_TEST_ROWS:
@@ -50,27 +72,37 @@ def _judge(slot: str, metrics: dict, champion: dict | None, margin: float) -> De
                                      "only full-test-set runs compete", accuracy, held)
     if champion is None:
         return Decision(slot, True, "no champion yet", accuracy, None)
-    if accuracy >= held + margin:
-        return Decision(slot, True, f"{100 * accuracy:.2f}% beats {100 * held:.2f}% (run {champion['run_id']}) "
-                                    f"by at least the margin {100 * margin:.2f} points", accuracy, held)
-    return Decision(slot, False, f"{100 * accuracy:.2f}% does not beat {100 * held:.2f}% (run {champion['run_id']}) "
-                                 f"by the margin {100 * margin:.2f} points", accuracy, held)
+    if _holds(champion, run_id, metrics):
+        return Decision(slot, True, f"already champion (this run): {100 * accuracy:.2f}%", accuracy, held)
+    ours, theirs, needed = correct_rows(accuracy), correct_rows(held), margin_rows(margin)
+    versus = (f"{ours:,} of {FULL_TEST_ROWS:,} test rows correct ({100 * accuracy:.2f}%) against {theirs:,} "
+              f"({100 * held:.2f}%, run {champion['run_id']})")
+    if ours >= theirs + needed:
+        return Decision(slot, True, f"{versus}: beats it by at least the margin, {needed} rows "
+                                    f"({100 * margin:.2f} points)", accuracy, held)
+    return Decision(slot, False, f"{versus}: does not beat it by the margin, {needed} rows "
+                                 f"({100 * margin:.2f} points)", accuracy, held)
 
 
 def decide(pointer: dict, run_id: str, metrics_by_arch: dict[str, dict], margin: float) -> tuple[dict, list[Decision]]:
-    """The new pointer and one decision per architecture and overall (pure: no I/O)."""
+    """The new pointer and one decision per architecture and overall (pure: no I/O).
+    The pointer itself comes back, unchanged, when nothing new was promoted (slots this run holds stay as they are)."""
     champions = dict(pointer.get("architectures", {}))
     decisions = []
     for arch, metrics in metrics_by_arch.items():
-        decision = _judge(arch, metrics, champions.get(arch), margin)
+        decision = _judge(arch, run_id, metrics, champions.get(arch), margin)
         decisions.append(decision)
-        if decision.promoted:
+        if decision.promoted and not _holds(champions.get(arch), run_id, metrics):
             champions[arch] = _entry(run_id, metrics)
     best = max(metrics_by_arch.values(), key=lambda m: m["test_accuracy"])
-    overall = _judge(OVERALL, best, pointer.get(OVERALL), margin)
+    overall = _judge(OVERALL, run_id, best, pointer.get(OVERALL), margin)
     decisions.append(overall)
-    new_pointer = {"revision": pointer.get("revision", 0) + 1, "architectures": champions,
-                   OVERALL: _entry(run_id, best) if overall.promoted else pointer.get(OVERALL)}
+    new_overall = pointer.get(OVERALL)
+    if overall.promoted and not _holds(new_overall, run_id, best):
+        new_overall = _entry(run_id, best)
+    if champions == pointer.get("architectures", {}) and new_overall == pointer.get(OVERALL):
+        return pointer, decisions
+    new_pointer = {"revision": pointer.get("revision", 0) + 1, "architectures": champions, OVERALL: new_overall}
     return new_pointer, decisions
 
 
@@ -84,9 +116,10 @@ def promote(store: Store, run_id: str, metrics_by_arch: dict[str, dict], margin:
     """Compare with the current champions and swap the pointer in if anything was promoted."""
     for _ in range(attempts):
         data, token = store.read_versioned(CHAMPION_KEY)
-        pointer, decisions = decide(json.loads(data) if data else {}, run_id, metrics_by_arch, margin)
-        if not any(d.promoted for d in decisions):
-            return decisions
+        current = json.loads(data) if data else {}
+        pointer, decisions = decide(current, run_id, metrics_by_arch, margin)
+        if pointer is current:
+            return decisions  # nothing new: refused everywhere, or this run already holds what it won
         if store.put_if_version(CHAMPION_KEY, json.dumps(pointer, indent=2).encode(), token):
             return decisions
         # Another run changed the pointer between our read and our write: decide again against theirs.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import os
 import struct
 import time
@@ -117,8 +118,35 @@ def _read_local(folder: str, raw: RawFile) -> tuple[str, bytes]:
     raise DatasetError(f"source folder {base}: expected {raw.filename}.gz (or {raw.filename}), found only {found}")
 
 
-def _download(url: str, attempts_delays: tuple[float, ...] | None = None) -> bytes:
-    """GET with retries and backoff on network faults and 5xx/429; a 4xx is final."""
+# Deflate never grows data by more than a few bytes per 16 KiB block (stored blocks), so a genuine .gz is at
+# most a little larger than its content: content size + 1 MiB is generous, and bounds what a wrong URL can send.
+DOWNLOAD_SLACK_BYTES = 2**20
+DOWNLOAD_CHUNK_BYTES = 2**20
+
+
+def _read_capped(url: str, response: http.client.HTTPResponse, limit: int, raw: RawFile) -> bytes:
+    """The body, read a chunk at a time; a DatasetError as soon as it passes `limit` bytes."""
+    too_large = DatasetError(
+        f"{url}: larger than expected: more than {limit:,} bytes, for {raw.filename} whose content is {raw.size:,} bytes; "
+        "download stopped. Check the --source URL"
+    )
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_large  # refused before reading a byte of it
+    chunks, total = [], 0
+    while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    if declared and declared.isdigit() and total < int(declared):
+        # read(amt) returns b"" at a closed connection instead of raising: a short body is retried like one.
+        raise http.client.IncompleteRead(b"".join(chunks), int(declared) - total)
+    return b"".join(chunks)
+
+
+def _download(url: str, raw: RawFile, attempts_delays: tuple[float, ...] | None = None) -> bytes:
+    """GET with retries and backoff on network faults and 5xx/429; a 4xx or an oversized body is final."""
     if attempts_delays is None:
         attempts_delays = DOWNLOAD_RETRY_DELAYS_S  # read at call time, so the module setting can be changed
     last: Exception | None = None
@@ -126,7 +154,7 @@ def _download(url: str, attempts_delays: tuple[float, ...] | None = None) -> byt
         time.sleep(delay)
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
-                return response.read()
+                return _read_capped(url, response, raw.size + DOWNLOAD_SLACK_BYTES, raw)
         except urllib.error.HTTPError as exc:
             if exc.code < 500 and exc.code != 429:
                 raise DatasetError(f"{url}: HTTP {exc.code} {exc.reason}; check the --source URL") from None
@@ -148,7 +176,7 @@ def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
             return verified_file(str(cached), cached.read_bytes(), raw)
         except DatasetError:
             cached.unlink()  # a damaged cache entry is downloaded again, never reused
-    data = _download(url)
+    data = _download(url, raw)
     result = verified_file(url, data, raw)  # raises before anything reaches the cache
     cached.parent.mkdir(parents=True, exist_ok=True)
     temp = cached.with_name(f".{cached.name}.tmp-{uuid.uuid4().hex}")
@@ -157,11 +185,11 @@ def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
     return result
 
 
-def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
+def _read_s3(uri: str, raw: RawFile, endpoint: str | None) -> tuple[str, bytes]:
     from tasks.store import MissingKey, S3Store
 
     parsed = urlparse(uri)
-    store = S3Store(parsed.netloc, parsed.path)
+    store = S3Store(parsed.netloc, parsed.path, endpoint=endpoint)  # None: AWS_ENDPOINT_URL, else AWS
     for name in (raw.filename + ".gz", raw.filename):
         try:
             return store.url_for(name), store.get_bytes(name)
@@ -170,13 +198,13 @@ def _read_s3(uri: str, raw: RawFile) -> tuple[str, bytes]:
     raise DatasetError(f"source {uri}: expected {raw.filename}.gz (or {raw.filename}) in it, found neither")
 
 
-def fetch_file(source: str, raw: RawFile) -> VerifiedFile:
-    """One raw file from the source, decompressed, parsed and verified once."""
+def fetch_file(source: str, raw: RawFile, s3_endpoint: str | None = None) -> VerifiedFile:
+    """One raw file from the source, decompressed, parsed and verified once; `s3_endpoint` serves an s3:// source."""
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
         return _fetch_http(source, raw)
     if scheme == "s3":
-        return verified_file(*_read_s3(source, raw), raw)
+        return verified_file(*_read_s3(source, raw, s3_endpoint), raw)
     if scheme in ("file", ""):
         return verified_file(*_read_local(urlparse(source).path if scheme else source, raw), raw)
     raise DatasetError(f"source {source!r}: unknown scheme '{scheme}'; expected a folder, file://, http(s):// or s3://")
@@ -184,7 +212,8 @@ def fetch_file(source: str, raw: RawFile) -> VerifiedFile:
 
 # --- decompress, parse, verify -----------------------------------------------------------------
 
-def _decompress(where: str, data: bytes) -> bytes:
+def _decompress(where: str, data: bytes, raw: RawFile) -> bytes:
+    """The gzip content, decompressed only up to the expected size + 1 byte: a gzip bomb stops there."""
     if not data:
         raise DatasetError(f"{where}: empty file (0 bytes); download it again or fix --source")
     if data[:2] != b"\x1f\x8b":
@@ -194,15 +223,29 @@ def _decompress(where: str, data: bytes) -> bytes:
             raise DatasetError(f"{where}: expected gzip data (bytes 1f 8b), found {head[:32]!r}{hint}")
         return data  # an uncompressed IDX file
     try:
-        return gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:  # reads every member, as gzip.decompress does
+            content = stream.read(raw.size + 1)
     except EOFError:
         raise DatasetError(f"{where}: truncated .gz (the stream ends before its end marker, {len(data)} bytes); download it again") from None
     except (gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise DatasetError(f"{where}: corrupt .gz ({exc}); download it again") from None
+    return content
 
 
-def parse_idx(where: str, content: bytes, raw: RawFile) -> np.ndarray:
-    """Check every IDX header field of one file and return its array (no copy)."""
+def _refuse_oversized(where: str, content: bytes, raw: RawFile) -> None:
+    """A DatasetError when the content passed the expected size (`content` was cut at size + 1)."""
+    if len(content) <= raw.size:
+        return
+    if content[:4] == struct.pack(">I", IMAGE_MAGIC if raw.is_images else LABEL_MAGIC):
+        _idx_dims(where, content, raw)  # a header declaring another shape (29 columns) names the cause better
+    raise DatasetError(
+        f"{where}: decompresses to more than the expected {raw.size:,} bytes of {raw.filename}: larger than "
+        "Fashion-MNIST (another file, or a gzip bomb); reading stopped there. Point --source at the Fashion-MNIST files"
+    )
+
+
+def _idx_dims(where: str, content: bytes, raw: RawFile) -> tuple[int, ...]:
+    """The dimensions in an IDX header, once every header field is checked."""
     ndim_expected = 3 if raw.is_images else 1
     header_len = 4 + 4 * ndim_expected
     if len(content) < header_len:
@@ -218,6 +261,13 @@ def parse_idx(where: str, content: bytes, raw: RawFile) -> np.ndarray:
         raise IdxFormatError(where, "number of items", raw.rows, dims[0])
     if raw.is_images and dims[1:] != (28, 28):
         raise IdxFormatError(where, "rows x columns", "28 x 28", f"{dims[1]} x {dims[2]}")
+    return dims
+
+
+def parse_idx(where: str, content: bytes, raw: RawFile) -> np.ndarray:
+    """Check every IDX header field of one file and return its array (no copy)."""
+    dims = _idx_dims(where, content, raw)
+    header_len = 4 + 4 * len(dims)
     body_len = int(np.prod(dims))
     if len(content) - header_len != body_len:
         raise IdxFormatError(where, "data length", f"{body_len} bytes after the header", f"{len(content) - header_len}")
@@ -249,17 +299,19 @@ class VerifiedFile:
 
 def verified_file(where: str, data: bytes, raw: RawFile) -> VerifiedFile:
     """Decompress, check every IDX field, then size and SHA-256 against the published content."""
-    content = _decompress(where, data)
+    content = _decompress(where, data, raw)
+    _refuse_oversized(where, content, raw)
     array = parse_idx(where, content, raw)
     return VerifiedFile(where, array, _verify(where, raw, content), len(content))
 
 
-def fetch_dataset(source: str | None = None, progress: Progress = _quiet) -> RawDataset:
-    """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache."""
+def fetch_dataset(source: str | None = None, progress: Progress = _quiet, s3_endpoint: str | None = None) -> RawDataset:
+    """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache.
+    `s3_endpoint` (--s3-endpoint) is the S3-compatible server of an s3:// source."""
     resolved = resolve_source(source)
     files: dict[str, VerifiedFile] = {}
     for raw in RAW_FILES.values():
-        files[raw.key] = checked = fetch_file(resolved, raw)
+        files[raw.key] = checked = fetch_file(resolved, raw, s3_endpoint)
         progress(f"verified {raw.filename} ({checked.size:,} bytes, sha256 {checked.sha256[:12]}…) from {checked.where}")
     arrays = {key: f.array for key, f in files.items()}
     hashes = {key: f.sha256 for key, f in files.items()}

@@ -3,9 +3,10 @@
 Layout: datasets/fashion-mnist/<version>/{train,test}-NNNNN-of-MMMMM.parquet and
 manifest.json. A shard holds the row's original index, its label and its raw
 uint8 pixels (784 bytes, 28x28 row-major: 4x smaller than float32; pixels are
-divided by 255 at read time). The manifest is written last and only if absent:
-a reader that sees a manifest sees complete shards, and preparing the same
-data twice is a no-op.
+divided by 255 at read time). Shards and the manifest are written only if
+absent, the manifest last: a reader that sees a manifest sees complete shards
+whose hashes it lists, preparing the same data twice is a no-op, and two
+prepares of one version at once agree on one set of shard bytes.
 """
 
 from __future__ import annotations
@@ -104,6 +105,33 @@ def decode_shard(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+def _holds_rows(data: bytes, images: np.ndarray, labels: np.ndarray, first_index: int) -> bool:
+    """Whether a shard's bytes decode to exactly these rows (its encoding may differ: another pyarrow wrote it)."""
+    try:
+        got_images, got_labels, got_index = decode_shard(data)
+    except (pa.ArrowException, ValueError, OSError, KeyError):
+        return False  # not a readable shard of this schema
+    return (np.array_equal(got_index, np.arange(first_index, first_index + len(labels)))
+            and np.array_equal(got_labels, labels) and np.array_equal(got_images, images))
+
+
+def _put_shard(store: Store, key: str, data: bytes, images: np.ndarray, labels: np.ndarray, first_index: int) -> bytes:
+    """The shard's bytes as stored: ours, or those another prepare of this version stored first.
+
+    Never overwritten: a racing prepare may already have listed the stored bytes' hash in its manifest, and
+    two pyarrow versions encode the same rows into different bytes (the footer names the writer)."""
+    if store.put_if_absent(key, data):
+        return data
+    existing = store.get_bytes(key)
+    if existing != data and not _holds_rows(existing, images, labels, first_index):
+        raise DatasetError(
+            f"{store.url_for(key)}: already exists but does not hold rows {first_index}-{first_index + len(labels) - 1} "
+            f"of this dataset (another writer's, or damaged); left as it is, no manifest published. "
+            f"Delete {store.url_for(key.rsplit('/', 1)[0])}/ and run `fmnist prepare` again"
+        )
+    return existing
+
+
 def publish_dataset(raw: RawDataset, store: Store, rows_per_shard: int = 10_000, progress: Progress = lambda _: None) -> PrepareResult:
     """Write the shards, then the manifest last; a no-op when this version is already published."""
     version = dataset_version(raw.source_sha256, rows_per_shard)
@@ -118,11 +146,12 @@ def publish_dataset(raw: RawDataset, store: Store, rows_per_shard: int = 10_000,
         shards = []
         for i in range(count):
             start, stop = i * rows_per_shard, min((i + 1) * rows_per_shard, len(labels))
-            data = encode_shard(images[start:stop], labels[start:stop], start)
+            ours = encode_shard(images[start:stop], labels[start:stop], start)
             key = f"{prefix}/{split}-{i:05d}-of-{count:05d}.parquet"
-            store.put_bytes(key, data)
+            data = _put_shard(store, key, ours, images[start:stop], labels[start:stop], start)
             shards.append({"key": key, "rows": stop - start, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-            progress(f"wrote {key} ({stop - start:,} rows, {len(data):,} bytes)")
+            verb = "wrote" if data is ours else "kept (already there, same rows)"
+            progress(f"{verb} {key} ({stop - start:,} rows, {len(data):,} bytes)")
         splits[split] = {
             "rows": len(labels),
             "class_counts": np.bincount(labels, minlength=10).tolist(),

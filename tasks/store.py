@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -179,6 +180,9 @@ class LocalStore(Store):
 
 
 _NOT_FOUND = ("NoSuchKey", "404", "NotFound")
+# botocore retries a request until its headers arrive, not the body read after it: a connection reset
+# mid-body would end the run. Backoff between our own attempts of the whole GET (the stream is spent).
+BODY_READ_RETRY_DELAYS_S: tuple[float, ...] = (1.0, 4.0)
 # A conditional write that lost: the key changed, appeared, or vanished since it was read.
 _LOST_RACE = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey")
 
@@ -271,8 +275,23 @@ class S3Store(Store):
         return data
 
     def read_versioned(self, key: str) -> tuple[bytes | None, str | None]:
-        response = self._request("reading", key, "get_object", _NOT_FOUND, Key=self._key(key))
-        return (None, None) if response is None else (response["Body"].read(), response["ETag"])
+        from botocore.exceptions import BotoCoreError
+
+        delays = BODY_READ_RETRY_DELAYS_S  # read at call time, so tests can shorten it
+        last: Exception | None = None
+        for delay in (0.0, *delays):
+            time.sleep(delay)
+            response = self._request("reading", key, "get_object", _NOT_FOUND, Key=self._key(key))
+            if response is None:
+                return None, None
+            try:
+                return response["Body"].read(), response["ETag"]
+            except (BotoCoreError, OSError) as exc:  # ResponseStreamingError, IncompleteReadError, ReadTimeoutError
+                last = exc
+        raise StoreError(
+            f"reading {self.url_for(key)}: the connection broke while receiving the object, after {len(delays) + 1} "
+            f"attempts ({last}); check the network and the S3 server at {self.endpoint or 'AWS'}, then run again"
+        )
 
     def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
         condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from tasks.champion import CHAMPION_KEY, promote, read_champions
+from tasks.champion import CHAMPION_KEY, decisions_markdown, margin_rows, promote, read_champions
 from tasks.store import open_store
 
 
@@ -88,3 +88,46 @@ def test_stale_version_token_is_refused(store):
     assert store.put_if_version("pointer.json", b"2", token)
     assert not store.put_if_version("pointer.json", b"3", token)
     assert store.get_bytes("pointer.json") == b"2"
+
+
+def test_a_run_that_holds_the_slot_is_reported_as_champion_and_promoting_again_changes_nothing(store):
+    """Resume after promotion, a retried task: the run is still the champion, and the pointer is not rewritten."""
+    run = {"cnn2": metrics("cnn2", 0.92), "mlp1": metrics("mlp1", 0.88)}
+    assert all(d.promoted for d in promote(store, "run-a", run, margin=0.002))
+    before = store.get_bytes(CHAMPION_KEY)
+    again = promote(store, "run-a", run, margin=0.002)
+    assert [d.slot for d in again] == ["cnn2", "mlp1", "overall"]
+    assert all(d.promoted for d in again), [d.reason for d in again]
+    assert all("already champion (this run)" in d.reason for d in again)
+    assert "| cnn2 | yes | already champion (this run)" in decisions_markdown(again)
+    assert store.get_bytes(CHAMPION_KEY) == before  # no revision bump, no new promoted_at
+    assert read_champions(store)["revision"] == 1
+
+
+def test_held_slots_and_a_new_one_in_one_run(store):
+    """A run that holds cnn2 and now also beats mlp1's champion: one write, cnn2's entry untouched."""
+    promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92)}, margin=0.002)
+    promote(store, "run-b", {"mlp1": metrics("mlp1", 0.85)}, margin=0.002)
+    held = read_champions(store)["architectures"]["cnn2"]
+    decisions = promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92), "mlp1": metrics("mlp1", 0.88)}, margin=0.002)
+    assert [(d.slot, d.promoted) for d in decisions] == [("cnn2", True), ("mlp1", True), ("overall", True)]
+    pointer = read_champions(store)
+    assert pointer["revision"] == 3 and pointer["architectures"]["cnn2"] == held
+    assert pointer["architectures"]["mlp1"]["run_id"] == "run-a"
+
+
+def test_accuracy_is_compared_in_whole_test_rows(store):
+    """0.811 -> 0.813 with margin 0.002 on 10,000 rows is 8,110 -> 8,130 correct, a margin of 20 rows: promoted
+    (in floats, 0.811 + 0.002 is 0.8130000000000001 and 0.813 would be refused)."""
+    promote(store, "run-a", {"cnn2": metrics("cnn2", 0.811)}, margin=0.002)
+    short = promote(store, "run-b", {"cnn2": metrics("cnn2", 0.8129)}, margin=0.002)
+    assert not short[0].promoted and "8,129 of 10,000" in short[0].reason and "20 rows" in short[0].reason
+    enough = promote(store, "run-c", {"cnn2": metrics("cnn2", 0.813)}, margin=0.002)
+    assert enough[0].promoted, enough[0].reason
+    assert "8,130 of 10,000" in enough[0].reason and "8,110" in enough[0].reason
+    assert read_champions(store)["architectures"]["cnn2"]["run_id"] == "run-c"
+
+
+@pytest.mark.parametrize(("margin", "rows"), [(0.002, 20), (0.0007, 7), (0.00015, 2), (0.0, 0), (0.01, 100)])
+def test_margin_in_rows(margin, rows):
+    assert margin_rows(margin, 10_000) == rows

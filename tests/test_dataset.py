@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -262,14 +263,16 @@ class FileServer:
                 status, body = owner.respond(name, Counter(owner.requests)[name])
                 self.send_response(status)
                 self.send_header("Content-Type", "text/html" if body.lstrip().startswith(b"<") else "application/gzip")
-                self.send_header("Content-Length", str(owner.declared_length.get(name, len(body))))
+                length = owner.declared_length.get(name, len(body))
+                if length is not None:  # None: no Content-Length, the body ends when the connection closes
+                    self.send_header("Content-Length", str(length))
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.declared_length: dict[str, int] = {}
+        self.declared_length: dict[str, int | None] = {}
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/fashion-mnist"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -406,3 +409,92 @@ def test_s3_source(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
     store.delete(f"{TEST_LABELS.filename}.gz")
     with pytest.raises(DatasetError, match=f"expected {TEST_LABELS.filename}.gz"):
         fetch_dataset(s3_store_uri)
+
+
+def test_s3_source_uses_the_explicit_endpoint(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
+    """--s3-endpoint reaches the s3:// source: no AWS_ENDPOINT_URL to fall back on (issue 9, §6.1)."""
+    from tasks.store import open_store
+
+    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    for name, data in real_gz.items():
+        store.put_bytes(name, data)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    got = fetch_dataset(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    assert got.source_sha256 == {key: raw.sha256 for key, raw in RAW_FILES.items()}
+
+
+# --- size caps: a gzip bomb or an oversized download fails fast, with bounded memory --------------
+
+
+def gzip_of_zeros(megabytes: int) -> bytes:
+    """A .gz of `megabytes` MB of zeros, made a chunk at a time (about 1000x smaller than its content)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    chunk = bytes(2**20)
+    return b"".join([*(packer.compress(chunk) for _ in range(megabytes)), packer.flush()])
+
+
+BOMB_CHECK = """
+import resource, sys, time
+from tasks.dataset import RAW_FILES, fetch_file
+from tasks.errors import DatasetError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+try:
+    fetch_file(sys.argv[1], RAW_FILES["test-labels"])
+    print("no error")
+except DatasetError as exc:
+    print(exc)
+print(time.monotonic() - started)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)  # ru_maxrss is in KiB on Linux
+"""
+
+
+def test_gzip_bomb_in_a_folder_fails_fast_with_bounded_memory(tmp_path, fashion_dir) -> None:
+    """200 MB of zeros as the 10,008-byte test labels: decompression stops at the expected size + 1."""
+    import os
+    import subprocess
+    import sys
+
+    name = f"{TEST_LABELS.filename}.gz"
+    folder = make_source(tmp_path / "bomb", fashion_dir, test_labels=gzip_of_zeros(200))
+    done = subprocess.run([sys.executable, "-c", BOMB_CHECK, str(folder)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(dataset.__file__).parent.parent)})
+    assert done.returncode == 0, done.stderr
+    message, seconds, grown = done.stdout.strip().splitlines()
+    assert_names(message, folder / name, f"expected {TEST_LABELS.size:,} bytes", "larger", "--source")
+    assert float(seconds) < 5, f"took {seconds} s"
+    assert int(grown) < 32 * 2**20, f"peak memory grew by {int(grown):,} bytes"  # the content alone would be 200 MB
+
+
+def test_gzip_bomb_over_http_names_the_url(file_server) -> None:
+    name = f"{TEST_LABELS.filename}.gz"
+    file_server.files[name] = gzip_of_zeros(200)  # about 200 KB: under the download cap, caught while decompressing
+    with pytest.raises(DatasetError) as caught:
+        dataset.fetch_file(file_server.url, TEST_LABELS)
+    assert_names(str(caught.value), f"{file_server.url}/{name}", f"expected {TEST_LABELS.size:,} bytes", "larger")
+    assert file_server.requests == [name]  # a file that is too large does not get better: no retry
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "no-content-length"])
+def test_oversized_download_is_refused(file_server, announced: bool) -> None:
+    """Compressed, the file cannot be much larger than its content: past content + 1 MiB the download stops
+    (refused from its Content-Length, or while streaming when the server sends none)."""
+    name = f"{TEST_LABELS.filename}.gz"
+    file_server.files[name] = b"\x1f\x8b" + bytes(3 * 2**20)
+    if not announced:
+        file_server.declared_length[name] = None
+    with pytest.raises(DatasetError) as caught:
+        dataset.fetch_file(file_server.url, TEST_LABELS)
+    limit = TEST_LABELS.size + dataset.DOWNLOAD_SLACK_BYTES
+    assert_names(str(caught.value), f"{file_server.url}/{name}", "larger than expected", f"{limit:,} bytes", "--source")
+    assert file_server.requests == [name]
+
+
+def test_right_header_with_too_much_data_is_refused_by_size(tmp_path, fashion_dir, content) -> None:
+    """A valid label header followed by 1 MB more than 10,000 labels: the size, not a later field, is the error."""
+    name = f"{TEST_LABELS.filename}.gz"
+    folder = make_source(tmp_path, fashion_dir, test_labels=gz(content["test-labels"] + bytes(2**20)))
+    with pytest.raises(DatasetError) as caught:
+        dataset.fetch_file(str(folder), TEST_LABELS)
+    assert not isinstance(caught.value, IdxFormatError)
+    assert_names(str(caught.value), folder / name, f"expected {TEST_LABELS.size:,} bytes", "larger")

@@ -93,6 +93,20 @@ BAD_INPUTS = [
 ]
 
 
+
+def test_prepare_from_an_s3_source_uses_the_endpoint_flag(tmp_path, prefect_api, s3_server, s3_store_uri, fashion_dir,
+                                                          monkeypatch) -> None:
+    """--s3-endpoint reaches the s3:// --source too, with no AWS_ENDPOINT_URL to fall back on (issue 9, §6.1)."""
+    raw_store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
+    for path in sorted(fashion_dir.glob("*-ubyte.gz")):
+        raw_store.put_bytes(f"raw/{path.name}", path.read_bytes())
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    store_dir = tmp_path / "artifacts"
+    result = fmnist_prepare(["--source", f"{s3_store_uri}/raw", "--s3-endpoint", s3_server.endpoint, "--store", str(store_dir)],
+                            prefect_api, tmp_path, env={"FMNIST_S3_MAX_ATTEMPTS": "2"})
+    assert summary(result)["state"] == "published"
+    assert f"from {s3_store_uri}/raw/train-images-idx3-ubyte.gz" in result.stdout + result.stderr
+
 @pytest.mark.parametrize(("args", "expected", "creates_store"), BAD_INPUTS)
 def test_bad_input_exits_2_with_one_clear_line(tmp_path, prefect_api, args, expected, creates_store) -> None:
     store_dir = tmp_path / "store"

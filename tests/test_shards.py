@@ -164,12 +164,15 @@ class Killed(Exception):
 
 def test_crash_before_the_manifest_publishes_nothing_and_the_next_run_completes(empty_store, raw_dataset, monkeypatch) -> None:
     store = empty_store
+    real_put = store.put_if_absent
 
-    def die(key: str, data: bytes) -> bool:
-        raise Killed(key)
+    def die_at_the_manifest(key: str, data: bytes) -> bool:
+        if key.endswith("/manifest.json"):
+            raise Killed(key)
+        return real_put(key, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "put_if_absent", die)
+        patch.setattr(store, "put_if_absent", die_at_the_manifest)
         with pytest.raises(Killed, match="manifest.json"):
             publish_dataset(raw_dataset, store)
     version = dataset_version(raw_dataset.source_sha256, 10_000)
@@ -188,17 +191,17 @@ def test_crash_before_the_manifest_publishes_nothing_and_the_next_run_completes(
 
 def test_crash_between_shards_leaves_no_manifest(tmp_path, raw_dataset, monkeypatch) -> None:
     store = open_store(str(tmp_path))
-    real_put = store.put_bytes
+    real_put = store.put_if_absent
     calls = []
 
-    def put_then_die(key: str, data: bytes) -> None:
+    def put_then_die(key: str, data: bytes) -> bool:
         calls.append(key)
         if len(calls) == 3:
             raise Killed(key)
-        real_put(key, data)
+        return real_put(key, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "put_bytes", put_then_die)
+        patch.setattr(store, "put_if_absent", put_then_die)
         with pytest.raises(Killed):
             publish_dataset(raw_dataset, store)
     assert len(store.list_keys()) == 2 and list_versions(store) == []
@@ -254,3 +257,106 @@ def test_no_credentials_reach_the_manifest(tmp_path, raw_dataset) -> None:
     assert json.loads(text)["source"] == "https://mirror.example:8443/fmnist"
     for key in store.list_keys():
         assert b"s3cr3t-sentinel" not in store.get_bytes(key)
+
+
+# --- two prepares of one version at once (issue 9, §6.4) ------------------------------------------
+# Shard bytes are identical between processes of one pyarrow version (checked: same sha256), but not between
+# versions: the footer names its writer ("parquet-cpp-arrow version …") and the zstd build may differ. A second
+# machine with another pyarrow cannot exist here, so the other writer stands in for it with another zstd level.
+
+
+def _other_writers_encoding(images: np.ndarray, labels: np.ndarray, first_index: int) -> bytes:
+    import pyarrow as pa
+
+    from tasks.shards import PIXELS, SCHEMA
+
+    n = len(labels)
+    pixels = pa.FixedSizeBinaryArray.from_buffers(pa.binary(PIXELS), n, [None, pa.py_buffer(np.ascontiguousarray(images))])
+    table = pa.Table.from_arrays(
+        [pa.array(np.arange(first_index, first_index + n, dtype=np.int32)), pa.array(labels, type=pa.uint8()), pixels],
+        schema=SCHEMA,
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", compression_level=9)
+    return sink.getvalue()
+
+
+def _assert_manifest_matches_the_store(store: Store, version: str, raw_dataset) -> None:
+    manifest = load_manifest(store, version)
+    for info in manifest["splits"].values():
+        for shard in info["shards"]:
+            data = store.get_bytes(shard["key"])
+            assert (hashlib.sha256(data).hexdigest(), len(data)) == (shard["sha256"], shard["bytes"]), shard["key"]
+    images, labels, _ = load_split(store, version, "test")
+    assert images.tobytes() == raw_dataset.test_images.tobytes() and labels.tobytes() == raw_dataset.test_labels.tobytes()
+    assert load_split(store, version, "train")[1].tobytes() == raw_dataset.train_labels.tobytes()
+
+
+def test_two_prepares_racing_leave_a_manifest_that_matches_the_shards(empty_store, raw_dataset, monkeypatch) -> None:
+    """A writes every shard; B (another pyarrow) writes them too; A publishes the manifest; B finds it published."""
+    import threading
+
+    import tasks.shards as shards
+
+    store = empty_store
+    version = dataset_version(raw_dataset.source_sha256, 10_000)
+    last_shard = f"{version_prefix(version)}/test-00000-of-00001.parquet"
+    b_wrote_shards, a_published = threading.Event(), threading.Event()
+    own_encoding = shards.encode_shard
+    monkeypatch.setattr(shards, "encode_shard", lambda *args: (
+        _other_writers_encoding(*args) if threading.current_thread().name == "prepare-b" else own_encoding(*args)))
+    results: dict[str, object] = {}
+
+    def b_progress(message: str) -> None:
+        if last_shard in message:
+            b_wrote_shards.set()
+            assert a_published.wait(timeout=60)
+
+    def run_b() -> None:
+        try:
+            results["b"] = publish_dataset(raw_dataset, store, progress=b_progress)
+        except Exception as exc:  # reported by the main thread
+            results["b"] = exc
+
+    b = threading.Thread(target=run_b, name="prepare-b", daemon=True)
+
+    def a_progress(message: str) -> None:
+        if last_shard in message and not b.is_alive():
+            b.start()
+            assert b_wrote_shards.wait(timeout=60)
+
+    results["a"] = publish_dataset(raw_dataset, store, progress=a_progress)
+    a_published.set()
+    b.join(timeout=60)
+    assert not b.is_alive()
+    assert not isinstance(results["b"], Exception), results["b"]
+    assert results["a"].manifest == results["b"].manifest  # B kept A's manifest
+    _assert_manifest_matches_the_store(store, version, raw_dataset)
+
+
+def test_a_leftover_shard_with_the_same_rows_is_kept(empty_store, raw_dataset) -> None:
+    """A shard another writer left (other bytes, same rows) is reused, and its own hash is the one recorded."""
+    store = empty_store
+    version = dataset_version(raw_dataset.source_sha256, 10_000)
+    key = f"{version_prefix(version)}/train-00001-of-00006.parquet"
+    theirs = _other_writers_encoding(raw_dataset.train_images[10_000:20_000], raw_dataset.train_labels[10_000:20_000], 10_000)
+    store.put_bytes(key, theirs)
+    result = publish_dataset(raw_dataset, store)
+    assert store.get_bytes(key) == theirs
+    assert result.manifest["splits"]["train"]["shards"][1]["sha256"] == hashlib.sha256(theirs).hexdigest()
+    _assert_manifest_matches_the_store(store, version, raw_dataset)
+
+
+def test_a_leftover_shard_with_other_rows_is_refused_by_name(empty_store, raw_dataset) -> None:
+    store = empty_store
+    version = dataset_version(raw_dataset.source_sha256, 10_000)
+    key = f"{version_prefix(version)}/train-00001-of-00006.parquet"
+    other_rows = _other_writers_encoding(raw_dataset.train_images[:10_000], raw_dataset.train_labels[:10_000], 0)
+    store.put_bytes(key, other_rows)
+    with pytest.raises(DatasetError) as caught:
+        publish_dataset(raw_dataset, store)
+    message = str(caught.value)
+    assert store.url_for(key) in message and "rows 10000-19999" in message
+    assert f"Delete {store.url_for(version_prefix(version))}/" in message and "run `fmnist prepare` again" in message
+    assert not store.exists(f"{version_prefix(version)}/manifest.json")
+    assert store.get_bytes(key) == other_rows  # someone else's object is never overwritten

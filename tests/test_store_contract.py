@@ -250,3 +250,79 @@ def test_s3_server_can_be_stopped_and_started_again(s3_server, s3_store_uri, mon
     finally:
         s3_server.start()
     assert store.get_bytes("survives/restart.txt") == b"still here"  # the same client, same endpoint
+
+
+class BreakingS3:
+    """A real HTTP server on 127.0.0.1 that answers every GetObject with headers for `body` and, for the first
+    `broken` requests, only half of it before closing the connection: a reset mid-body, as a flaky network does."""
+
+    def __init__(self, body: bytes, broken: int) -> None:
+        import http.server
+        import threading
+
+        self.gets = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                owner.gets += 1
+                cut = owner.gets <= broken
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", '"0123456789abcdef0123456789abcdef"')
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if cut else body)
+                self.close_connection = cut  # the client is left waiting for the rest: the socket closes instead
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch) -> None:
+    """A key pair to sign with: the breaking server checks no signature. No proxy for 127.0.0.1."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr("tasks.store.BODY_READ_RETRY_DELAYS_S", (0.01, 0.01))
+
+
+def test_a_connection_reset_mid_body_is_retried(fake_credentials) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB
+    server = BreakingS3(body, broken=2)
+    try:
+        assert S3Store("bucket", "prefix", endpoint=server.endpoint).get_bytes("obj.bin") == body
+        assert server.gets == 3
+    finally:
+        server.close()
+
+
+def test_a_body_that_always_breaks_is_a_store_error(fake_credentials) -> None:
+    server = BreakingS3(b"x" * 100_000, broken=1_000)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError) as caught:
+            S3Store("bucket", "prefix", endpoint=server.endpoint).get_bytes("obj.bin")
+    finally:
+        server.close()
+    message = str(caught.value)
+    assert not isinstance(caught.value, MissingKey)
+    assert "s3://bucket/prefix/obj.bin" in message and "after 3 attempts" in message
+    assert "check the network" in message and server.endpoint in message
+    assert server.gets == 3 and time.monotonic() - started < 20
