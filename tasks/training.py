@@ -161,6 +161,41 @@ def fit_epochs(model, data: TrialData, config: dict, first_epoch: int, early_sto
             return
 
 
+# --- random-number state the .keras file leaves out ------------------------------------------------------
+
+def _seed_generators(model) -> dict[str, Any]:
+    """Every SeedGenerator of the model's layers (Dropout's masks), keyed by position and layer name: the
+    names come back from the .keras config, the generators' own names do not (they are auto-numbered)."""
+    return {f"{position}/{layer.name}/{index}": generator
+            for position, layer in enumerate(model._flatten_layers(include_self=True))
+            for index, generator in enumerate(layer._seed_generators)}
+
+
+def rng_state(model) -> dict[str, Any]:
+    """The random state a resumed trial needs and `model.save` does not keep (design §10): each layer's
+    SeedGenerator, and Keras' global SeedGenerator if anything made one (seed=None random ops)."""
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+
+    global_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    return {"layers": {key: np.asarray(g.state.value).tolist() for key, g in _seed_generators(model).items()},
+            "global": None if global_generator is None else np.asarray(global_generator.state.value).tolist()}
+
+
+def restore_rng_state(model, state: dict[str, Any]) -> None:
+    """Put back what rng_state saved, onto a model loaded from the same checkpoint."""
+    from keras.src.random.seed_generator import global_seed_generator
+
+    generators = _seed_generators(model)
+    if set(generators) != set(state["layers"]):
+        raise ValueError(f"checkpoint's seed generators {sorted(state['layers'])} are not the model's {sorted(generators)}")
+    for key, generator in generators.items():
+        generator.state.assign(np.asarray(state["layers"][key], dtype=generator.state.dtype))
+    if state["global"] is not None:
+        generator = global_seed_generator()
+        generator.state.assign(np.asarray(state["global"], dtype=generator.state.dtype))
+
+
 # --- evaluation and artifacts ----------------------------------------------------------------------
 
 def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
@@ -211,16 +246,18 @@ def publish_artifacts(store: Store, prefix: str, model, history: list[dict], met
 def save_checkpoint(folder: Path, model, history: list[dict], early_stopping: dict) -> None:
     """model.keras holds the weights and Adam's state (iterations included); state.json the rest."""
     model.save(folder / "model.keras")
-    state = {"history": history, "early_stopping": early_stopping}
+    state = {"history": history, "early_stopping": early_stopping, "rng": rng_state(model)}
     (folder / "state.json").write_text(json.dumps(state))
 
 
 def load_checkpoint(folder: Path) -> tuple[Any, list[dict], dict | None]:
-    """The model, its history and early-stopping state as they were after the checkpoint's last epoch."""
+    """The model as it was after the checkpoint's last epoch, down to its dropout masks' random state."""
     import keras
 
     model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
     state = json.loads((folder / "state.json").read_text())
+    if "rng" in state:  # checkpoints written before it was saved resume too, just not bit-identically
+        restore_rng_state(model, state["rng"])
     return model, state["history"], state["early_stopping"]
 
 
