@@ -8,21 +8,24 @@ runnable on the CPU with a tiny setting as a smoke test. Two measurements in the
    fractional-GPU equivalent of `--gpus-per-trial 0.2` without Ray, which that machine lacks. Each process does
    what tasks.training.train_trial does around `model.fit`: seed, `build_model` +
    `compile_for_seed_protocol(steps_per_execution=<PipelineConfig default>)`, the LAST 20% (cnn2: 10%) of the
-   training rows as validation data, batch 128, validation and test passes at the config's eval batch,
-   EarlyStopping(val_accuracy, patience=10), up to 100 epochs, and (CHECKPOINT=1, the default) a `model.keras`
-   saved after every epoch as the trial's per-epoch checkpoint is.
+   training rows as validation data, one `fit(shuffle=False)` per epoch on the fit rows in that epoch's order
+   (tasks.protocol.shuffled_for_epoch, from (seed, epoch)), batch 128, validation and test passes at the
+   config's eval batch, EarlyStopping(val_accuracy, patience=10) carried across those calls, up to 100 epochs,
+   and (CHECKPOINT=1, the default) a `model.keras` saved after every epoch as the trial's per-epoch checkpoint is.
 2. sequential, the plain alternative: one process trains the five one after another with plain
    `model.compile(optimizer="adam", ...)` + `model.fit(validation_split=..., batch_size=128)`, the same
-   EarlyStopping, then `model.evaluate` on the test set.
+   EarlyStopping, then `model.evaluate` on the test set. Unseeded, as the report's script: with
+   `keras.utils.set_random_seed`, `fit(shuffle=True)` repeats one batch order every epoch (design section 10).
 
 Wall seconds are measured from starting the process(es) to the last one exiting: imports, backend start-up and
 compilation are part of what a user waits for.
 
 Imports: numpy, keras (in the worker processes only, so the parent never takes GPU memory), and the project's
-`tasks.architectures` and `tasks.dataset` (numpy and the standard library only). NOT imported, and why:
+`tasks.architectures`, `tasks.dataset` and `tasks.protocol` (numpy and the standard library only). NOT imported, and why:
 `tasks.training` imports `tasks.shards` / `tasks.store` (pyarrow) at module level and its trainable needs Ray;
 `tasks.config` needs pydantic, which the GPU image does not have. So the few lines of the trainer used here
-(the validation split, the input scaling, the test evaluation) are repeated below, and the config's defaults are
+(the validation split, the input scaling, the test evaluation, early stopping across one-epoch fits) are
+repeated below, and the config's defaults are
 read from tasks/config.py's source with `ast` (the same numbers, one source of truth).
 
     python benchmarks/gpu_packed.py --data DIR [--report FILE]       # what gpu_check.sh runs
@@ -250,14 +253,18 @@ def device_name() -> str:
     return "unknown"
 
 
-def epoch_timer(seconds: list[float], checkpoint_dir: Path | None):
+def epoch_timer(seconds: list[float], checkpoint_dir: Path | None, timed_by_caller: bool = False):
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
-        """Times each epoch; with a folder, saves the model there after it as the trial's checkpoint does."""
+        """Times each epoch; with a folder, saves the model there after it as the trial's checkpoint does.
+        `timed_by_caller`: the caller sets `started` before it shuffles, as tasks.training does."""
+
+        started = 0.0
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
+            if not timed_by_caller:
+                self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             if checkpoint_dir is not None:
@@ -267,12 +274,29 @@ def epoch_timer(seconds: list[float], checkpoint_dir: Path | None):
     return EpochTimer()
 
 
+def early_stopping_across_fits(patience: int):
+    """EarlyStopping(val_accuracy) whose counters survive the one-epoch `fit` calls (Keras' own resets them
+    at every `fit`), as tasks.training's ResumableEarlyStopping does."""
+    import keras
+
+    class EarlyStoppingAcrossFits(keras.callbacks.EarlyStopping):
+        begun = False
+
+        def on_train_begin(self, logs=None):
+            if not self.begun:
+                super().on_train_begin(logs)
+                self.begun = True
+
+    return EarlyStoppingAcrossFits(monitor="val_accuracy", patience=patience)
+
+
 def train_project(arch: str, data, settings: dict, checkpoint_dir: Path | None) -> dict:
     """What tasks.training.train_trial does around model.fit, without Ray and the store."""
     import keras
     import numpy as np
 
     from tasks.architectures import ARCHITECTURES, build_model, compile_for_seed_protocol
+    from tasks.protocol import shuffled_for_epoch
 
     keras.utils.set_random_seed(settings["seed"])
     model = build_model(arch)
@@ -281,26 +305,32 @@ def train_project(arch: str, data, settings: dict, checkpoint_dir: Path | None) 
     y = np.eye(10, dtype=np.float32)[data["train_labels"]]
     split_at = int(math.floor(len(x) * (1.0 - ARCHITECTURES[arch].validation_split)))  # the LAST fraction validates
     seconds: list[float] = []
-    history = model.fit(
-        x[:split_at], y[:split_at], validation_data=(x[split_at:], y[split_at:]),
-        batch_size=settings["batch_size"], validation_batch_size=settings["eval_batch_size"],
-        epochs=settings["max_epochs"], verbose=0,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=settings["patience"]),
-                   epoch_timer(seconds, checkpoint_dir)])
+    val_accuracy: list[float] = []
+    early_stopping, timer = early_stopping_across_fits(settings["patience"]), epoch_timer(seconds, checkpoint_dir, True)
+    for epoch in range(settings["max_epochs"]):  # one fit per epoch: its own batch order (tasks.training.fit_epochs)
+        timer.started = time.perf_counter()
+        x_fit, y_fit = shuffled_for_epoch(settings["seed"], epoch, x[:split_at], y[:split_at])
+        history = model.fit(
+            x_fit, y_fit, validation_data=(x[split_at:], y[split_at:]), shuffle=False,
+            batch_size=settings["batch_size"], validation_batch_size=settings["eval_batch_size"],
+            initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=[early_stopping, timer])
+        val_accuracy += history.history["val_accuracy"]
+        if model.stop_training:
+            break
     x_test = model_input(data["test_images"], model.input_shape[1:])
     predicted = model.predict(x_test, batch_size=settings["eval_batch_size"], verbose=0).argmax(axis=1)
     accuracy = float((predicted == data["test_labels"]).mean())
-    return {"epochs": len(history.history["loss"]), "seconds": seconds, "test_accuracy_pct": 100 * accuracy,
-            "best_val_accuracy_pct": 100 * max(history.history["val_accuracy"])}
+    return {"epochs": len(val_accuracy), "seconds": seconds, "test_accuracy_pct": 100 * accuracy,
+            "best_val_accuracy_pct": 100 * max(val_accuracy)}
 
 
 def train_plain(arch: str, data, settings: dict) -> dict:
-    """The plain script a user would write: default compile, fit(validation_split=...), evaluate."""
+    """The plain script a user would write: default compile, fit(validation_split=...), evaluate. Unseeded like
+    the report's: a global seed would give fit(shuffle=True) the same batch order every epoch."""
     import keras
 
     from tasks.architectures import ARCHITECTURES, build_model
 
-    keras.utils.set_random_seed(settings["seed"])
     model = build_model(arch)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     x = model_input(data["train_images"], model.input_shape[1:])

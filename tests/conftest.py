@@ -14,7 +14,6 @@ Session-scoped and started only when a test asks for them:
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager

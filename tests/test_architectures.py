@@ -44,3 +44,35 @@ def test_every_model_ends_in_a_ten_way_softmax():
 def test_validation_split_is_the_reports():
     assert {k: a.validation_split for k, a in ARCHITECTURES.items()} == {
         "baseline": 0.2, "mlp1": 0.2, "mlp3_dropout": 0.2, "cnn1_mlp": 0.2, "cnn2": 0.1}
+
+
+def describe(layer) -> tuple:
+    """A layer as the report's tables and text give it: kind, size, activation or rate, kernel and pooling."""
+    kind = type(layer).__name__
+    if kind == "Dense":
+        return kind, layer.units, layer.activation.__name__
+    if kind == "Conv2D":
+        return kind, layer.filters, layer.kernel_size, layer.padding, layer.activation.__name__
+    if kind == "MaxPooling2D":
+        return kind, layer.pool_size, layer.strides
+    if kind == "Dropout":
+        return kind, layer.rate
+    return (kind,)
+
+
+MLP3 = [("Dense", 256, "relu"), ("Dropout", 0.4), ("Dense", 128, "relu"), ("Dropout", 0.4),
+        ("Dense", 100, "relu"), ("Dropout", 0.4), ("Dense", 10, "softmax")]
+CONV_BLOCK = [("MaxPooling2D", (2, 2), (2, 2)), ("Dropout", 0.4)]
+REPORT_LAYERS = {  # the report's Figures 2, 4, 6, 8 and 9 with the text around them (dropout 0.4: see design §2)
+    "baseline": [("Flatten",), ("Dense", 10, "softmax")],
+    "mlp1": [("Flatten",), ("Dense", 256, "relu"), ("Dense", 10, "softmax")],
+    "mlp3_dropout": [("Flatten",), *MLP3],
+    "cnn1_mlp": [("Conv2D", 16, (3, 3), "same", "relu"), *CONV_BLOCK, ("Flatten",), *MLP3],
+    "cnn2": [("Conv2D", 16, (3, 3), "same", "relu"), *CONV_BLOCK, ("Conv2D", 32, (3, 3), "same", "relu"),
+             *CONV_BLOCK, ("Flatten",), ("Dense", 256, "relu"), ("Dropout", 0.4), ("Dense", 10, "softmax")],
+}
+
+
+@pytest.mark.parametrize("key", ALL_ARCHITECTURES)
+def test_every_layer_has_the_reports_kind_size_activation_and_dropout_rate(key):
+    assert [describe(layer) for layer in build_model(key).layers] == REPORT_LAYERS[key]

@@ -24,48 +24,9 @@ from tasks.errors import StoreError
 from tasks.fanout import run_trials
 from tasks.shards import publish_dataset
 from tasks.store import open_store
+from trial_processes import checkpoints, history_len, trial_pids, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def checkpoints(store, run_id: str) -> list[str]:
-    return [k for k in store.list_keys(f"runs/{run_id}/tune/") if "/checkpoint_" in k and k.endswith("state.json")]
-
-
-def parent_of(pid: int) -> int:
-    # /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after its ')'.
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1:
-        if pid == ancestor:
-            return True
-        pid = parent_of(pid)
-    return False
-
-
-def trial_pids() -> list[int]:
-    """Processes running a Tune function trial (Ray titles them ray::ImplicitFunc…) of this test's own
-    local Ray, whose raylet is a child of this process: never another Ray's on the machine."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"ImplicitFunc" in (proc / "cmdline").read_bytes() \
-                    and descends_from(int(proc.name), os.getpid()):
-                pids.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended while we looked
-    return pids
 
 
 def history_epochs(store, run_id: str, arch: str) -> list[int]:
@@ -100,17 +61,6 @@ def test_a_killed_trial_worker_resumes_from_its_last_epoch(ray_local, local_stor
     assert killed, "no trial process was found to kill"
     assert metrics["resumed_from_epoch"] >= 2  # restarted from a checkpoint, not from scratch
     assert history_epochs(store, run_id, "cnn2") == list(range(1, 7))  # no gap, no duplicate
-
-
-def history_len(store, run_id: str) -> int:
-    """Epochs in the newest checkpoint of the run's (single) trial."""
-    states = sorted(checkpoints(store, run_id))
-    if not states:
-        return 0
-    try:
-        return len(json.loads(store.get_bytes(states[-1]))["history"])
-    except Exception:  # a checkpoint being replaced under us
-        return 0
 
 
 def fmnist(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:

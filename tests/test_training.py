@@ -1,17 +1,29 @@
-"""Training: the seed protocol's split, a real trial through Ray Tune, models that load back safely."""
+"""Training: the seed protocol's split, batch order and optimizer, a real trial through Ray Tune, resumes that are
+bit-identical to an uninterrupted trial, models that load back safely."""
+
+import json
+import math
 import os
+import shutil
+import signal
+import threading
+import uuid
 
 import keras
 import numpy as np
 import pytest
 from keras.src.trainers.data_adapters.array_slicing import train_validation_split
 
+from tasks.architectures import build_model, compile_for_seed_protocol
 from tasks.config import PipelineConfig, build_config
 from tasks.errors import ConfigError, DatasetVersionNotFound
-from tasks.fanout import run_trials
+from tasks.fanout import TrainingError, run_trials
+from tasks.protocol import epoch_permutation
 from tasks.shards import load_split, publish_dataset
 from tasks.store import open_store
-from tasks.training import seed_protocol_split, to_model_input
+from tasks.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
+                            to_model_input, trial_data)
+from trial_processes import history_len, newest_checkpoint_state, trial_pids, wait_for
 
 
 @pytest.mark.parametrize("rows, fraction", [(60_000, 0.2), (60_000, 0.1), (3_000, 0.2), (2_999, 0.1), (101, 0.2)])
@@ -58,6 +70,12 @@ def test_one_trial_learns_loss_goes_down_and_the_model_loads_back(ray_local, loc
     # Tune kept a per-epoch checkpoint in the run's storage.
     assert any(k.endswith("model.keras") and "/tune/" in k for k in store.list_keys("runs/learns/"))
 
+    # The protocol reached fit: Adam with its default settings, categorical cross-entropy, and batch 128,
+    # read from the optimizer's step count (3 epochs of ceil(2400 / 128) = 19 steps; batch 32 would give 75).
+    assert model.optimizer.get_config() == {**keras.optimizers.Adam().get_config(), "name": model.optimizer.name}
+    assert model.loss == "categorical_crossentropy"
+    assert int(model.optimizer.iterations.numpy()) == 3 * math.ceil(2400 / 128)
+
 
 @pytest.mark.parametrize("field, value, expected", [
     ("architectures", ["baseline", "resnet50"], "architectures[1]"),
@@ -88,3 +106,156 @@ def test_a_dataset_version_that_does_not_exist_fails_before_any_trial(tmp_path, 
     with pytest.raises(DatasetVersionNotFound) as error:
         run_trials(PipelineConfig(preset="quick", store=store.uri), store, "nope", "0123456789abcdef")
     assert "0123456789abcdef" in str(error.value) and version in str(error.value) and "fmnist prepare" in str(error.value)
+
+
+# --- the batch order, early stopping and resumes ------------------------------------------------------------
+
+def trial_config(**fields) -> dict:
+    """What a trial receives: the quick preset's config plus the fields the fan-out adds."""
+    return {**PipelineConfig(preset="quick", **fields).model_dump(), "run_id": "t", "dataset_version": "v"}
+
+
+@pytest.fixture(scope="module")
+def small_arrays(raw_dataset):
+    return {"train": (raw_dataset.train_images[:3000], raw_dataset.train_labels[:3000]),
+            "test": (raw_dataset.test_images[:500], raw_dataset.test_labels[:500])}
+
+
+def test_each_epoch_sees_its_own_order_of_the_rows_in_batches_of_128():
+    """Rows whose only pixel is their index, and a layer that writes down the indices of each training batch."""
+    config = trial_config(max_epochs=3)
+    seen: list[np.ndarray] = []
+
+    class RowIds(keras.layers.Layer):
+        def call(self, x, training=None):
+            if training:
+                seen.append(keras.ops.convert_to_numpy(x[:, 0]).astype(np.int64))
+            return x
+
+    rows = 1000
+    ids = np.arange(rows, dtype=np.float32)[:, None]
+    data = TrialData(ids, one_hot(np.arange(rows) % 10), ids[:50], one_hot(np.arange(50) % 10), ids[:10], np.zeros(10))
+    model = keras.Sequential([keras.Input((1,)), RowIds(), keras.layers.Dense(10, activation="softmax")])
+    compile_for_seed_protocol(model, config["steps_per_execution"])
+    model.run_eagerly = True  # so that RowIds runs in Python on every batch
+
+    def orders(first_epoch: int) -> list[np.ndarray]:
+        seen.clear()
+        fit_epochs(model, data, config, first_epoch, None, lambda row, state: None)
+        assert [len(batch) for batch in seen] == ([128] * 7 + [rows - 7 * 128]) * (config["max_epochs"] - first_epoch)
+        return np.split(np.concatenate(seen), config["max_epochs"] - first_epoch)
+
+    first = orders(0)
+    assert all(np.array_equal(order, epoch_permutation(config["seed"], epoch, rows)) for epoch, order in enumerate(first))
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])  # a new order each epoch
+    assert all(np.array_equal(a, b) for a, b in zip(orders(1), first[1:]))  # a resume at epoch 1 replays it
+    assert not np.array_equal(epoch_permutation(1, 0, rows), first[0])  # another seed, another order
+
+
+def fresh_model(key: str, config: dict):
+    keras.utils.set_random_seed(config["seed"])
+    model = build_model(key)
+    compile_for_seed_protocol(model, config["steps_per_execution"])
+    return model
+
+
+def same_state(a, b) -> bool:
+    """Every weight and every optimizer variable (Adam's moments, its step count) exactly equal."""
+    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights(), strict=True)) and all(
+        np.array_equal(x, y) for x, y in zip(a.optimizer.variables, b.optimizer.variables, strict=True))
+
+
+def test_a_model_restored_from_its_checkpoint_trains_on_bit_identically(tmp_path, small_arrays):
+    config = trial_config(max_epochs=4)
+    model = fresh_model("mlp3_dropout", config)
+    data = trial_data(small_arrays, 0.2, model.input_shape[1:])
+    history: list[dict] = []
+
+    def checkpoint_after_epoch_2(row: dict, early_stopping: dict) -> None:
+        history.append(row)
+        if len(history) == 2:
+            save_checkpoint(tmp_path, model, history, early_stopping)
+
+    fit_epochs(model, data, config, 0, None, checkpoint_after_epoch_2)
+
+    def resume(folder) -> tuple:
+        restored, restored_history, early_stopping = load_checkpoint(folder)
+        fit_epochs(restored, data, config, len(restored_history), early_stopping,
+                   lambda row, state: restored_history.append(row))
+        return restored, restored_history
+
+    resumed, resumed_history = resume(tmp_path)
+    assert [row["epoch"] for row in resumed_history] == [1, 2, 3, 4]
+    assert [row["loss"] for row in resumed_history] == [row["loss"] for row in history]
+    assert same_state(model, resumed)
+
+    # The control: without the saved random state (as before it was saved) the dropout masks differ after the
+    # load (design §10) and so do the weights, so the check above can see the fault it guards against.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path, legacy, ignore=shutil.ignore_patterns("legacy"))
+    state = json.loads((legacy / "state.json").read_text())
+    del state["rng"]
+    (legacy / "state.json").write_text(json.dumps(state))
+    assert not same_state(model, resume(legacy)[0])
+
+
+@pytest.fixture(scope="module")
+def protocol_dataset(tmp_path_factory, raw_dataset):
+    store = open_store(str(tmp_path_factory.mktemp("protocol-store")))
+    return store, publish_dataset(raw_dataset, store).version
+
+
+def test_early_stopping_fires_and_a_stopped_checkpoint_resumes_without_training_more(ray_local, protocol_dataset):
+    """patience 0: the trial stops at its first epoch without a better val_accuracy. Its publishing is made to
+    fail (a file where its artifact folder goes, max_failures 0), so the run errors with a stopped=True checkpoint;
+    resumed, the trial must publish from that checkpoint and train no further."""
+    store, version = protocol_dataset
+    run_id = f"stops-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["baseline"], max_epochs=40, patience=0,
+                            train_rows=1000, test_rows=200, max_failures=0)
+    blocker = store.root / f"runs/{run_id}/baseline"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    with pytest.raises(TrainingError):
+        run_trials(config, store, run_id, version)
+
+    state = newest_checkpoint_state(store, run_id)
+    accuracies = [row["val_accuracy"] for row in state["history"]]
+    assert state["early_stopping"]["stopped"] and len(accuracies) < config.max_epochs
+    # EarlyStopping(patience=0): every epoch but the last improved on the best so far; the last did not.
+    assert all(later > max(accuracies[:i + 1]) for i, later in enumerate(accuracies[1:-1]))
+    assert len(accuracies) >= 2 and accuracies[-1] <= max(accuracies[:-1])
+
+    blocker.unlink()
+    metrics = run_trials(config, store, run_id, version)["baseline"]
+    assert metrics["epochs"] == metrics["resumed_from_epoch"] == len(accuracies)
+    assert store.get_bytes(f"runs/{run_id}/baseline/history.csv").decode().count("\n") == 1 + len(accuracies)
+
+
+@pytest.mark.slow
+def test_a_trial_killed_after_epoch_2_ends_bit_identical_to_one_never_interrupted(ray_local, protocol_dataset):
+    store, version = protocol_dataset
+    # 24,000 fit rows: epochs long enough (~1 s) that the kill lands after epoch 2's checkpoint, before the end.
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["mlp3_dropout"], max_epochs=4,
+                            train_rows=30_000, test_rows=500, max_failures=2)
+    straight, killed_run = f"straight-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:6]}"
+    run_trials(config, store, straight, version)
+
+    killed: list[int] = []
+
+    def kill_after_epoch_2() -> None:
+        wait_for(lambda: history_len(store, killed_run) >= 2, 240, "epoch 2's checkpoint", interval=0.05)
+        for pid in trial_pids():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_after_epoch_2, daemon=True)
+    killer.start()
+    metrics = run_trials(config, store, killed_run, version)["mlp3_dropout"]
+    killer.join(timeout=5)
+
+    assert killed, "no trial process was found to kill"
+    assert 2 <= metrics["resumed_from_epoch"] < 4, "the kill did not land between epoch 2 and the end"
+    models = [keras.saving.load_model(store.root / f"runs/{run}/mlp3_dropout/model.keras", safe_mode=True)
+              for run in (straight, killed_run)]
+    assert same_state(*models)

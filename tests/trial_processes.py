@@ -1,0 +1,66 @@
+"""Helpers for tests that fault a Ray Tune trial of their own local Ray: wait with a deadline, find the
+trial's process (and only this test process's), read the newest checkpoint of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def checkpoints(store, run_id: str) -> list[str]:
+    return [k for k in store.list_keys(f"runs/{run_id}/tune/") if "/checkpoint_" in k and k.endswith("state.json")]
+
+
+def parent_of(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces, so split after its ')'.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        pid = parent_of(pid)
+    return False
+
+
+def trial_pids() -> list[int]:
+    """Processes running a Tune function trial (Ray titles them ray::ImplicitFunc…) of this test's own
+    local Ray, whose raylet is a child of this process: never another Ray's on the machine."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ImplicitFunc" in (proc / "cmdline").read_bytes() \
+                    and descends_from(int(proc.name), os.getpid()):
+                pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return pids
+
+
+def newest_checkpoint_state(store, run_id: str) -> dict | None:
+    """state.json of the newest checkpoint of the run's (single) trial; None while there is none."""
+    states = sorted(checkpoints(store, run_id))
+    if not states:
+        return None
+    try:
+        return json.loads(store.get_bytes(states[-1]))
+    except Exception:  # a checkpoint being replaced under us
+        return None
+
+
+def history_len(store, run_id: str) -> int:
+    """Epochs in the newest checkpoint of the run's (single) trial."""
+    state = newest_checkpoint_state(store, run_id)
+    return len(state["history"]) if state else 0
