@@ -36,25 +36,40 @@ def join_ray(config: PipelineConfig) -> None:
     check_store_reaches_every_node(config.store)
 
 
+def _this_flow_run_is_being_cancelled() -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(context.flow_run.id).state
+    return state is not None and (state.is_cancelling() or state.is_cancelled())
+
+
 @contextmanager
 def cancellable_through_ray() -> Iterator[None]:
-    """Let a cancel from the Prefect UI end the flow run as Cancelled.
+    """Let a cancel from the Prefect UI end the flow run as Cancelled, not Crashed.
 
-    On cancel, the runner tells the flow process it is a cancel and sends SIGTERM. Prefect's handler raises its
-    TerminationSignal, but the driver is waiting inside Ray (ray.wait in Tune's loop), and Ray turns an exception
-    raised while it checks for signals into SystemExit(1): Prefect would see a crash. Give Prefect its signal back.
+    On cancel the runner sends the flow process SIGTERM. `ray.init` replaced Prefect's SIGTERM handler with Ray's,
+    which raises SystemExit in the driver, and the runner's cancel intent did not reach the engine (seen with
+    Prefect 3.9 + Ray 2.60): Prefect would record a crash with Ray's traceback. When the API says this flow run is
+    being cancelled, hand Prefect the cancel it expects; the trials stop with the process's local Ray, and
+    `fmnist run --resume RUN_ID` continues from their checkpoints.
     """
     try:
         yield
     except SystemExit as exc:
+        if not _this_flow_run_is_being_cancelled():
+            raise
         try:
-            from prefect._internal.control_listener import get_intent  # Prefect 3's runner-to-flow cancel intent
+            from prefect._internal import control_listener  # Prefect 3's runner-to-engine cancel intent
             from prefect.exceptions import TerminationSignal
         except ImportError:  # another Prefect: the run shows as crashed, and still resumes
             raise exc from None
-        if get_intent() == "cancel":
-            raise TerminationSignal(signal.SIGTERM) from exc
-        raise
+        control_listener._set_intent("cancel")
+        raise TerminationSignal(signal.SIGTERM) from None
 
 
 @task(cache_policy=NO_CACHE)  # no Prefect retries: Ray's FailureConfig restarts trials from checkpoints
