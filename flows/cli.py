@@ -163,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe(result, config.store))
         elif args.command == "run":
             from flows.run import run_flow
+            from tasks.runs import RunPaths
 
             result = run_flow(config)
             print(result["markdown"])
-            print(f"artifacts: {result['store'].rstrip('/')}/runs/{result['run_id']}/")
+            print(f"artifacts: {result['store'].rstrip('/')}/{RunPaths(result['run_id']).root}/")
         return 0
     except PipelineError as exc:
         if args.debug:

@@ -76,7 +76,8 @@ def cancellable_through_ray() -> Iterator[None]:
 def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
     with cancellable_through_ray():
-        return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info)
+        return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info,
+                          manifest=run.dataset.manifest if run.dataset else None)
 
 
 @task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)

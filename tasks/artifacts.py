@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.errors import PipelineError
+from tasks.runs import RunPaths
 from tasks.store import Store
 
 
@@ -44,5 +45,6 @@ def load_published_model(store: Store, model_key: str, expected_sha256: str):
 
 def load_run_model(store: Store, run_id: str, architecture: str):
     """A run's model, checked against the sha256 in its metrics.json."""
-    metrics = json.loads(store.get_bytes(f"runs/{run_id}/{architecture}/metrics.json"))
-    return load_published_model(store, f"runs/{run_id}/{architecture}/model.keras", metrics["model_sha256"])
+    paths = RunPaths(run_id)
+    metrics = json.loads(store.get_bytes(paths.metrics(architecture)))
+    return load_published_model(store, paths.model(architecture), metrics["model_sha256"])

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from tasks.errors import StoreError
+from tasks.runs import RunPaths
 from tasks.store import Store
 
 CHAMPION_KEY = "models/champion.json"
@@ -41,7 +42,7 @@ def _entry(run_id: str, metrics: dict) -> dict:
         "run_id": run_id,
         "architecture": metrics["architecture"],
         "test_accuracy": metrics["test_accuracy"],
-        "model_key": f"runs/{run_id}/{metrics['architecture']}/model.keras",
+        "model_key": RunPaths(run_id).model(metrics["architecture"]),
         "model_sha256": metrics.get("model_sha256"),
         "dataset_version": metrics.get("dataset_version"),
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -17,7 +17,8 @@ from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError
 from tasks.shards import load_manifest
 from tasks.store import Store
-from tasks.training import artifact_prefix, load_dataset_arrays, train_trial
+from tasks.runs import RunPaths
+from tasks.training import load_dataset_arrays, train_trial
 
 Progress = Callable[[str], None]
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
@@ -102,16 +103,17 @@ def trial_resources(config: PipelineConfig) -> dict[str, float]:
 
 
 def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial):
+               progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial,
+               manifest: dict | None = None):
     """A Tuner with one trial per architecture, storing under runs/<run_id>/tune; restored if that exists."""
     from ray import tune
 
     filesystem, base = store.arrow_filesystem()
-    storage_path = f"{base}/runs/{run_id}"
+    storage_path = f"{base}/{RunPaths(run_id).root}"
     experiment = f"{storage_path}/tune"
     if trainable is train_trial:
         # Decode the rows once here; Ray's object store hands them to every trial (one copy per node).
-        arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows)
+        arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows, manifest)
         trainable = tune.with_parameters(train_trial, arrays=arrays)
     resourced = tune.with_resources(trainable, trial_resources(config))
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -135,13 +137,14 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
 
 
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None) -> dict[str, dict]:
+               progress: Progress = lambda _: None, manifest: dict | None = None) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
-    load_manifest(store, dataset_version)  # a missing version fails here, once, not in five retried trials
+    # A missing version fails here, once, not in five retried trials.
+    manifest = manifest or load_manifest(store, dataset_version)
     connect_ray(config.ray_address)
     check_store_reaches_every_node(store.uri)
     keep_secrets_out_of_trial_env()
-    results = make_tuner(config, store, run_id, dataset_version, progress).fit()
+    results = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest).fit()
 
     failed = {r.config["architecture"]: r.error for r in results if r.error}
     if failed:
@@ -151,4 +154,4 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
                             f"Fix the cause and resume with `fmnist run --resume {run_id}`")
     # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
     trained = [r.config["architecture"] for r in results]
-    return {arch: json.loads(store.get_bytes(f"{artifact_prefix(run_id, arch)}/metrics.json")) for arch in trained}
+    return {arch: json.loads(store.get_bytes(RunPaths(run_id).metrics(arch))) for arch in trained}

@@ -118,7 +118,7 @@ def publish_report(run: Run, metrics_by_arch: dict[str, dict], record: dict[str,
                    decisions: list[Decision]) -> dict[str, Any]:
     """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
     store, paths, version = run.store, run.paths, run.dataset_version
-    images, labels, _ = load_split(store, version, "train", rows=1000)
+    images, labels, _ = load_split(store, version, "train", rows=1000, manifest=run.dataset.manifest if run.dataset else None)
     store.put_bytes(paths.samples, samples_png(images, labels, CLASS_NAMES))
     rows = table1_rows(metrics_by_arch)
     promoted = [d.slot for d in decisions if d.promoted]

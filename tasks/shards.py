@@ -195,9 +195,10 @@ def load_manifest(store: Store, version: str) -> dict:
         ) from None
 
 
-def load_split(store: Store, version: str, split: str, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_split(store: Store, version: str, split: str, rows: int | None = None,
+               manifest: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first `rows` rows (all when None) of a split, every shard read checked against its manifest hash."""
-    manifest = load_manifest(store, version)
+    manifest = manifest or load_manifest(store, version)  # a caller that holds it (the run) saves a read
     if split not in manifest["splits"]:
         raise DatasetError(f"dataset {version}: no split {split!r}; expected one of {sorted(manifest['splits'])}")
     wanted = manifest["splits"][split]["rows"] if rows is None else rows

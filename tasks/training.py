@@ -24,6 +24,7 @@ import numpy as np
 
 from tasks.architectures import ARCHITECTURES, Architecture, build_model, compile_for_seed_protocol
 from tasks.protocol import shuffled_for_epoch
+from tasks.runs import RunPaths
 from tasks.shards import CLASS_NAMES, load_split
 from tasks.store import Store, open_store
 
@@ -31,7 +32,7 @@ HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seco
 
 
 def artifact_prefix(run_id: str, architecture: str) -> str:
-    return f"runs/{run_id}/{architecture}"
+    return RunPaths(run_id).model_prefix(architecture)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -64,9 +65,11 @@ def to_model_input(images: np.ndarray, input_shape: tuple) -> np.ndarray:
 SplitArrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images, labels)
 
 
-def load_dataset_arrays(store: Store, version: str, train_rows: int | None, test_rows: int | None) -> SplitArrays:
+def load_dataset_arrays(store: Store, version: str, train_rows: int | None, test_rows: int | None,
+                        manifest: dict | None = None) -> SplitArrays:
     """The rows a run trains and tests on, decoded once (the driver shares them with every trial)."""
-    return {split: load_split(store, version, split, rows)[:2] for split, rows in (("train", train_rows), ("test", test_rows))}
+    return {split: load_split(store, version, split, rows, manifest)[:2]
+            for split, rows in (("train", train_rows), ("test", test_rows))}
 
 
 def trial_data(arrays: SplitArrays, validation_split: float, input_shape: tuple) -> TrialData:

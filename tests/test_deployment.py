@@ -2,16 +2,22 @@
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.runner import Runner
+from prefect.states import Cancelling
 
 from flows.deploy import nightly_deployment
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError
+from trial_processes import wait_for
 
 
 def test_deployment_has_the_cron_schedule_the_limit_and_the_config_form(prefect_api, tmp_path):
@@ -106,16 +112,6 @@ def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes
     """`fmnist deploy` serving; a run triggered; once a trial has checkpointed, Cancel as the UI's button does
     (the flow run set to Cancelling). The run ends Cancelled, never Crashed; its trial processes are gone; then
     `fmnist run --resume ID` from the same folder finishes it from the checkpoints."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from prefect.states import Cancelling
-
-    from trial_processes import wait_for
-
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1"}
     name = f"cancel-{uuid.uuid4().hex[:6]}"
     serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "deploy", "--name", name, "--preset", "quick",
