@@ -24,7 +24,7 @@ from tasks.errors import StoreError
 from tasks.fanout import run_trials
 from tasks.shards import publish_dataset
 from tasks.store import open_store
-from trial_processes import checkpoints, history_len, trial_pids, wait_for
+from trial_processes import history_len, trial_pids, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,20 @@ def cli_env(prefect_api):
             "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
 
+def cnn2_checkpoint_recorded(folder: Path) -> bool:
+    """A cnn2 checkpoint exists and Tune's experiment state was saved after it (Tune restores a trial from the
+    checkpoint its saved state names; one written after the last save is unknown to it: issue 10)."""
+    tune = next((folder / "artifacts" / "runs").glob("*/tune"), None)
+    if tune is None:
+        return False
+    try:
+        saved = [p.stat().st_mtime for p in tune.glob("experiment_state-*.json")]
+        written = [p.stat().st_mtime for p in tune.glob("*architecture=cnn2*/checkpoint_*")]
+    except FileNotFoundError:  # replaced while we looked
+        return False
+    return bool(saved and written) and max(saved) > min(written)
+
+
 def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, fashion_dir):
     """Started from a user's folder with the default ./artifacts store, SIGKILLed, then resumed as the README says:
     `fmnist run --resume ID`, nothing else: the run's stored config brings back its rows and epochs."""
@@ -83,8 +97,8 @@ def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, f
             "--max-epochs", "8", "--train-rows", "6000", "--test-rows", "500"]
     first = fmnist(*args, env=cli_env, cwd=tmp_path)
     try:
-        wait_for(lambda: store.exists(f"runs/{run_id}/baseline/metrics.json")
-                 and any("cnn2" in k for k in checkpoints(store, run_id)), 300, "baseline done and a cnn2 checkpoint")
+        wait_for(lambda: store.exists(f"runs/{run_id}/baseline/metrics.json") and cnn2_checkpoint_recorded(tmp_path),
+                 300, "baseline done and a cnn2 checkpoint recorded in Tune's experiment state")
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the flow process, its local Ray and its trials
         first.wait(timeout=30)
@@ -141,16 +155,16 @@ def test_store_away_briefly_is_retried_and_away_for_good_is_a_clear_error(s3_ser
     # Away for good: a clear error, and no manifest — the half-written version is invisible.
     monkeypatch.setenv("FMNIST_S3_MAX_ATTEMPTS", "2")
     flaky = open_store(s3_store_uri, s3_server.endpoint)
-    real_put = flaky.put_bytes
+    real_put = flaky.put_if_absent  # how shards and the manifest are written
     writes = []
 
     def put_then_vanish(key, data):
         writes.append(key)
         if len(writes) == 3:
             s3_server.stop()
-        real_put(key, data)
+        return real_put(key, data)
 
-    flaky.put_bytes = put_then_vanish
+    flaky.put_if_absent = put_then_vanish
     try:
         with pytest.raises(StoreError) as error:
             publish_dataset(raw_dataset, flaky)
