@@ -11,6 +11,7 @@ their manifest last.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -106,12 +107,21 @@ class LocalStore(Store):
         return self.root / _check_key(key)
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """`data` in a temporary file beside `path`; a failed write (disk full, no permission) leaves nothing
+        behind and is a StoreError naming the folder, not an OSError from deep inside a stage."""
         temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            hint = ("no space for it there (the disk is full, or a quota or size limit): free space or choose "
+                    "another --store" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                    else "check the folder's permissions or choose another --store")
+            raise StoreError(f"writing {path}: {exc.strerror or exc} ({len(data):,} bytes); {hint}") from None
         return temp
 
     def put_bytes(self, key: str, data: bytes) -> None:

@@ -326,3 +326,27 @@ def test_a_body_that_always_breaks_is_a_store_error(fake_credentials) -> None:
     assert "s3://bucket/prefix/obj.bin" in message and "after 3 attempts" in message
     assert "check the network" in message and server.endpoint in message
     assert server.gets == 3 and time.monotonic() - started < 20
+
+
+
+def test_a_local_write_that_runs_out_of_space_is_a_store_error_and_leaves_nothing(tmp_path):
+    """The write really fails in the kernel: a subprocess whose file-size limit (RLIMIT_FSIZE) is 64 KiB writes
+    100 KB, which ends in EFBIG as a full disk ends in ENOSPC. One StoreError naming the file; no temporary left."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+        "from tasks.errors import StoreError\n"
+        "from tasks.store import LocalStore\n"
+        "try:\n"
+        "    LocalStore(sys.argv[1]).put_bytes('runs/r/model.keras', b'x' * 100_000)\n"
+        "except StoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"writing {tmp_path}/runs/r/model.keras: File too large (100,000 bytes); no space")
+    assert [p.name for p in (tmp_path / "runs" / "r").iterdir()] == []
