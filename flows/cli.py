@@ -92,23 +92,25 @@ def _check_before_prefect(config: PipelineConfig) -> None:
 
 def _quiet_expected_tracebacks() -> None:
     """Prefect's console logs a failed task or flow with its traceback; for an expected error (PipelineError)
-    the one-line message says it all. The Prefect UI's logs keep the traceback."""
+    the one-line message says it all. Only the terminal's copy is shortened: the record itself is left whole,
+    so the Prefect UI's logs (another handler of the same record) keep the traceback."""
     import logging
 
     import prefect.main  # noqa: F401  (configures Prefect's logging handlers on import)
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    class DropExpectedTraceback(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
+    def without_expected_traceback(format_record):
+        def format(record: logging.LogRecord) -> str:
             if record.exc_info and isinstance(record.exc_info[1], PipelineError):
-                record.exc_info, record.exc_text = None, None
-            return True
+                record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+            return format_record(record)
+        return format
 
     loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
-    for logger in loggers:
-        for handler in getattr(logger, "handlers", []):
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.addFilter(DropExpectedTraceback())
+    handlers = {id(h): h for logger in loggers for h in getattr(logger, "handlers", [])
+                if isinstance(h, PrefectConsoleHandler)}
+    for handler in handlers.values():
+        handler.format = without_expected_traceback(handler.format)  # type: ignore[method-assign]
 
 
 def _check_prefect_server() -> None:

@@ -258,3 +258,39 @@ def test_debug_shows_the_traceback(fresh_folder, fashion_dir):
                          (f"fmnist prepare --source {source}", user_env(FMNIST_DEBUG="1"))):
         result = as_typed(command, fresh_folder, timeout=60, env=env)
         assert result.returncode == 2 and "Traceback" in result.stderr and "truncated .gz" in result.stderr
+
+
+def test_only_the_terminal_loses_an_expected_errors_traceback():
+    """The terminal's Prefect handler prints an expected error without its traceback; any other handler of the same
+    record (the Prefect UI's API handler) still gets it whole."""
+    import io
+    import logging
+
+    import prefect.main  # noqa: F401  (Prefect's logging set-up, which disables loggers made before it)
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from flows.cli import _quiet_expected_tracebacks
+    from tasks.errors import DatasetError
+
+    terminal, other = io.StringIO(), []
+    console = PrefectConsoleHandler(stream=terminal)
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            other.append(logging.Formatter().format(record))
+
+    logger = logging.getLogger("prefect.test-quiet-tracebacks")
+    logger.addHandler(console)
+    logger.addHandler(Keep())
+    try:
+        _quiet_expected_tracebacks()
+        for error in (DatasetError("x.gz: truncated"), RuntimeError("a bug")):
+            try:
+                raise error
+            except Exception:
+                logger.error("failed", exc_info=True)
+    finally:
+        logger.handlers.clear()
+    printed = terminal.getvalue()
+    assert printed.count("Traceback") == 1 and "RuntimeError: a bug" in printed  # a bug keeps its traceback
+    assert all("Traceback" in text for text in other)
