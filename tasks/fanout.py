@@ -102,6 +102,16 @@ def trial_resources(config: PipelineConfig) -> dict[str, float]:
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
 
 
+def has_experiment_state(filesystem, experiment: str) -> bool:
+    """Whether Tune saved this experiment's trials. `Tuner.can_restore` only looks for tuner.pkl, which the
+    Tuner writes when it is made: a run killed before its first state save has tuner.pkl and no trials, and
+    restoring it fails (KeyError 'architecture'). Such a run starts its trials afresh; nothing was trained."""
+    import pyarrow.fs
+
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(experiment, allow_not_found=True))
+    return any(info.base_name.startswith("experiment_state") and info.base_name.endswith(".json") for info in found)
+
+
 def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial,
                manifest: dict | None = None):
@@ -116,7 +126,7 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
         arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows, manifest)
         trainable = tune.with_parameters(train_trial, arrays=arrays)
     resourced = tune.with_resources(trainable, trial_resources(config))
-    if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+    if has_experiment_state(filesystem, experiment):
         progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
         return tune.Tuner.restore(experiment, resourced, resume_errored=True, storage_filesystem=filesystem)
     param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,

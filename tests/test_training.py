@@ -259,3 +259,21 @@ def test_a_trial_killed_after_epoch_2_ends_bit_identical_to_one_never_interrupte
     models = [keras.saving.load_model(store.root / f"runs/{run}/mlp3_dropout/model.keras", safe_mode=True)
               for run in (straight, killed_run)]
     assert same_state(*models)
+
+
+def test_a_run_killed_before_tunes_first_state_save_starts_its_trials_afresh(ray_local, local_dataset):
+    """Killed during Tune's start-up: tuner.pkl written, no experiment state. The next attempt trains the trial
+    from the start (nothing was trained) instead of failing to restore trials that were never saved."""
+    from tasks.fanout import has_experiment_state, make_tuner
+
+    store, version = local_dataset
+    run_id = f"killed-at-start-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["baseline"], max_epochs=1,
+                            train_rows=1000, test_rows=200)
+    make_tuner(config, store, run_id, version)  # what a run killed right after making its Tuner leaves behind
+    filesystem, _ = store.arrow_filesystem()
+    tune_folder = store.root / "runs" / run_id / "tune"
+    assert (tune_folder / "tuner.pkl").is_file() and not has_experiment_state(filesystem, str(tune_folder))
+    metrics = run_trials(config, store, run_id, version)["baseline"]
+    assert metrics["epochs"] == 1 and metrics["resumed_from_epoch"] == 0
+    assert has_experiment_state(filesystem, str(tune_folder))
