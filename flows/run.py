@@ -108,20 +108,23 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     """Train the report's five Fashion-MNIST classifiers and publish Table 1 beside the report's."""
     join_ray(config)
     run = claim(config)
-    logger = get_run_logger()
-    logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
-                f"{run.config.protocol()}; store {run.store.uri}")
-    raw = fetch(run.config.source, run.config.s3_endpoint)
-    run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
-    del raw  # the trials read the shards; free the driver's copy
-    metrics = train(run)
-    decisions = promote_champions(run, metrics)
-    result = report(run, metrics, decisions)
+    try:
+        logger = get_run_logger()
+        logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
+                    f"{run.config.protocol()}; store {run.store.uri}")
+        raw = fetch(run.config.source, run.config.s3_endpoint)
+        run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
+        del raw  # the trials read the shards; free the driver's copy
+        metrics = train(run)
+        decisions = promote_champions(run, metrics)
+        result = report(run, metrics, decisions)
 
-    create_table_artifact(table=result["rows"], key=table_artifact_key(run.config),
-                          description=f"Run {run.run_id}: test accuracy beside the report's Table 1 "
-                                      f"({run.config.protocol()})")
-    create_markdown_artifact(markdown=result["markdown"], key="fmnist-summary", description=f"Run {run.run_id}")
-    logger.info("\n" + result["markdown"])
+        create_table_artifact(table=result["rows"], key=table_artifact_key(run.config),
+                              description=f"Run {run.run_id}: test accuracy beside the report's Table 1 "
+                                          f"({run.config.protocol()})")
+        create_markdown_artifact(markdown=result["markdown"], key="fmnist-summary", description=f"Run {run.run_id}")
+        logger.info("\n" + result["markdown"])
+    finally:
+        run.release()  # a failed run may be resumed at once; a killed one is taken over once its pid is gone
     return {"run_id": run.run_id, "dataset_version": run.dataset_version, "table1": result["rows"],
             "markdown": result["markdown"], "store": run.store.uri}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config
 from tasks.errors import ConfigError
+from tasks.lease import RunLease
 from tasks.shards import PrepareResult
 from tasks.store import Store, open_store
 
@@ -52,6 +53,10 @@ class RunPaths:
         return f"{self.root}/samples.png"
 
     @property
+    def lease(self) -> str:
+        return f"{self.root}/lease.json"  # held while a process runs it (tasks/lease.py)
+
+    @property
     def tune(self) -> str:
         return f"{self.root}/tune"
 
@@ -75,6 +80,7 @@ class Run:
     resumed: bool
     started: float
     dataset: PrepareResult | None = None
+    lease: RunLease | None = field(default=None, compare=False, repr=False)
 
     @property
     def run_id(self) -> str:
@@ -88,6 +94,11 @@ class Run:
 
     def with_dataset(self, dataset: PrepareResult) -> "Run":
         return replace(self, dataset=dataset)
+
+    def release(self) -> None:
+        """Give up the run's lease: another process may resume it from now on."""
+        if self.lease is not None:
+            self.lease.release()
 
 
 def new_run_id() -> str:
@@ -140,10 +151,15 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
     run_id = config.run_id or new_run_id()
     paths = RunPaths(run_id)
     refuse_finished(store, run_id)
-    config = config.model_copy(update={"run_id": run_id})
-    if store.put_if_absent(paths.config, json.dumps(config.model_dump(mode="json"), indent=2).encode()):
-        return Run(config, store, paths, resumed=False, started=time.time())
-    stored = read_stored_config(store, run_id)
-    if stored is not None:  # None only if it was deleted just now: nothing to compare with
-        refuse_changed_protocol(run_id, stored, config)
-    return Run(config, store, paths, resumed=True, started=time.time())
+    lease = RunLease(store, paths.lease, run_id).acquire()  # before anything is written: a second claimant stops here
+    try:
+        config = config.model_copy(update={"run_id": run_id})
+        if store.put_if_absent(paths.config, json.dumps(config.model_dump(mode="json"), indent=2).encode()):
+            return Run(config, store, paths, resumed=False, started=time.time(), lease=lease)
+        stored = read_stored_config(store, run_id)
+        if stored is not None:  # None only if it was deleted just now: nothing to compare with
+            refuse_changed_protocol(run_id, stored, config)
+        return Run(config, store, paths, resumed=True, started=time.time(), lease=lease)
+    except BaseException:
+        lease.release()
+        raise
