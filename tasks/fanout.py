@@ -14,7 +14,7 @@ import os
 from typing import Callable
 
 from tasks.config import PipelineConfig
-from tasks.errors import ConfigError, PipelineError
+from tasks.errors import ConfigError, PipelineError, StoreError
 from tasks.shards import load_manifest
 from tasks.store import Store
 from tasks.runs import RunPaths
@@ -146,6 +146,19 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     )
 
 
+def store_failure_in(exc: BaseException) -> BaseException | None:
+    """The storage error behind a failure of Tune's (pyarrow raises OSError for an S3 server or disk that went
+    away, e.g. in Tune's final ExperimentAnalysis), searched through the exception's causes; None if there is none."""
+    import pyarrow
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (OSError, pyarrow.ArrowException)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None, manifest: dict | None = None) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
@@ -154,7 +167,17 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     connect_ray(config.ray_address)
     check_store_reaches_every_node(store.uri)
     keep_secrets_out_of_trial_env()
-    results = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest).fit()
+    tuner = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest)
+    try:
+        results = tuner.fit()
+    except Exception as exc:
+        cause = store_failure_in(exc)
+        if cause is None:
+            raise
+        raise StoreError(f"run {run_id}: Ray Tune lost the store {store.uri}"
+                         f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
+                         f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
+                         f"resume with `fmnist run --resume {run_id}`") from None
 
     failed = {r.config["architecture"]: r.error for r in results if r.error}
     if failed:

@@ -172,3 +172,31 @@ def test_store_away_briefly_is_retried_and_away_for_good_is_a_clear_error(s3_ser
     finally:
         s3_server.start()
     assert not [k for k in store.list_keys("datasets/") if k.endswith("manifest.json")]
+
+
+def test_s3_gone_for_good_mid_training_is_one_store_error_with_the_resume_hint(s3_server, s3_store_uri, raw_dataset,
+                                                                               ray_local):
+    """Tune's own storage calls (pyarrow) fail when the S3 server goes for good after a checkpoint: a StoreError
+    naming the store, the endpoint and how to resume, not pyarrow's OSError from Tune's analysis."""
+    store = open_store(s3_store_uri, s3_server.endpoint)
+    version = publish_dataset(raw_dataset, store).version
+    run_id = f"s3-gone-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig(preset="quick", store=s3_store_uri, s3_endpoint=s3_server.endpoint, architectures=["cnn2"],
+                            max_epochs=6, train_rows=6000, test_rows=500, max_failures=1)
+
+    def stop_after_first_checkpoint():
+        wait_for(lambda: any("checkpoint_" in k for k in store.list_keys(f"runs/{run_id}/tune/")), 240,
+                 "a checkpoint in S3")
+        s3_server.stop()
+
+    stopper = threading.Thread(target=stop_after_first_checkpoint, daemon=True)
+    stopper.start()
+    try:
+        with pytest.raises(StoreError) as error:
+            run_trials(config, store, run_id, version)
+    finally:
+        stopper.join(timeout=240)
+        s3_server.start()
+    message = str(error.value)
+    assert f"Ray Tune lost the store {s3_store_uri} (endpoint {s3_server.endpoint})" in message
+    assert f"fmnist run --resume {run_id}" in message and message.count("\n") == 0
