@@ -25,7 +25,7 @@ def fetch(source: str | None, s3_endpoint: str | None = None) -> RawDataset:
     return fetch_dataset(source, progress=get_run_logger().info, s3_endpoint=s3_endpoint)
 
 
-@task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_unless_bad_content, cache_policy=NO_CACHE)
 def shard_and_publish(raw: RawDataset, store: Store, rows_per_shard: int) -> PrepareResult:
     """Write Parquet shards, then the manifest (a no-op if this version is published)."""
     return publish_dataset(raw, store, rows_per_shard, progress=get_run_logger().info)

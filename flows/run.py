@@ -15,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.prepare import fetch, shard_and_publish
 from tasks.champion import Decision, promote
 from tasks.config import PipelineConfig
+from tasks.errors import ChampionFileError, PipelineError, StoreError
 from tasks.fanout import check_store_reaches_every_node, connect_ray, run_trials
-from tasks.reporting import publish_report, run_record
+from tasks.reporting import keep_unpromoted_summary, publish_report, run_record
 from tasks.runs import Run, claim_run
 
 # Tune warns on every per-epoch checkpoint of short epochs; the checkpoints are intended.
@@ -80,10 +81,19 @@ def train(run: Run) -> dict[str, dict]:
                           manifest=run.dataset.manifest if run.dataset else None)
 
 
-@task(retries=2, retry_delay_seconds=[2, 8], cache_policy=NO_CACHE)
+def _retry_only_store_faults(task, task_run, state) -> bool:
+    """A store that did not answer may answer on the next try; an expected error about content (a damaged
+    champion file) gives the same answer every time: fail at once with its one line."""
+    return isinstance(state.data, StoreError) or not isinstance(state.data, PipelineError)
+
+
+@task(retries=2, retry_delay_seconds=[2, 8], retry_condition_fn=_retry_only_store_faults, cache_policy=NO_CACHE)
 def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
     """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
-    decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
+    try:
+        decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
+    except ChampionFileError as exc:
+        raise keep_unpromoted_summary(run, metrics, exc) from None  # Table 1 kept; the run stays resumable
     for decision in decisions:
         get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
     return decisions

@@ -9,7 +9,9 @@ gain of exactly the margin would be refused. A run that already holds a slot
 (resumed after promotion, a retried task) is reported as its champion and the
 pointer is left as it is. The pointer is updated with a compare-and-swap
 (If-Match on S3, a lock locally): when two runs promote at once, the loser
-re-reads the winner's pointer and decides again.
+re-reads the winner's pointer and decides again. A pointer that is there but
+unreadable (garbage, cut short, a key missing) is a ChampionFileError naming the
+file and the repair; a run none of whose models can compete never reads it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from tasks.errors import StoreError
+from tasks.errors import ChampionFileError, StoreError
+from tasks.jsonfile import JsonProblem, kind_of, parse_object, require, require_keys
 from tasks.runs import RunPaths
 from tasks.store import Store
 
 CHAMPION_KEY = "models/champion.json"
 FULL_TEST_ROWS = 10_000
 OVERALL = "overall"
+# What _entry writes; every version of the pointer has had all of them.
+ENTRY_KEYS = ("run_id", "architecture", "test_accuracy", "model_key", "model_sha256", "dataset_version", "promoted_at")
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ def _holds(champion: dict | None, run_id: str, metrics: dict) -> bool:
 def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin: float) -> Decision:
     accuracy = metrics["test_accuracy"]
     held = champion["test_accuracy"] if champion else None
-    if metrics["rows"]["test"] != FULL_TEST_ROWS:
+    if not competes(metrics):
         return Decision(slot, False, f"evaluated on {metrics['rows']['test']:,} of {FULL_TEST_ROWS:,} test rows: "
                                      "only full-test-set runs compete", accuracy, held)
     if champion is None:
@@ -107,17 +112,66 @@ def decide(pointer: dict, run_id: str, metrics_by_arch: dict[str, dict], margin:
     return new_pointer, decisions
 
 
+def _check_entry(entry: object, where: str, architecture: str | None) -> None:
+    """One slot's entry: every key _entry writes, the ones decide() and the CLI use of the right kind."""
+    if not isinstance(entry, dict):
+        raise JsonProblem(f"{where} is {kind_of(entry)}, expected an object")
+    require_keys(entry, ENTRY_KEYS, where)
+    for key in ("run_id", "architecture", "model_key"):
+        require(entry, key, "a string", where)
+    accuracy = require(entry, "test_accuracy", "a number", where)
+    if not 0 <= accuracy <= 1:
+        raise JsonProblem(f"{where} has test_accuracy {accuracy}, expected a fraction from 0 to 1")
+    if architecture is not None and entry["architecture"] != architecture:
+        # decide() looks champions up by slot: a mismatched entry would be compared with the wrong model.
+        raise JsonProblem(f"{where} holds architecture {entry['architecture']!r}")
+
+
+def check_pointer(pointer: dict) -> dict:
+    """The pointer if it has the shape decide() writes, else a JsonProblem saying what is off."""
+    revision = require(pointer, "revision", "an integer")
+    if revision < 1:
+        raise JsonProblem(f"'revision' is {revision}, expected 1 or more")
+    for slot, entry in require(pointer, "architectures", "an object").items():
+        _check_entry(entry, f"entry {slot!r}", slot)
+    if OVERALL not in pointer:
+        raise JsonProblem(f"lacks {OVERALL!r}")
+    if pointer[OVERALL] is not None:
+        _check_entry(pointer[OVERALL], f"entry {OVERALL!r}", None)
+    return pointer
+
+
+def parse_pointer(store: Store, data: bytes | None) -> dict:
+    """The pointer these bytes hold: {} when there is no file (no champion yet), else a checked pointer or a
+    ChampionFileError naming the file, what is wrong and the repair."""
+    if data is None:
+        return {}
+    try:
+        return check_pointer(parse_object(data))
+    except JsonProblem as exc:
+        raise ChampionFileError(store.url_for(CHAMPION_KEY), str(exc)) from None
+
+
 def read_champions(store: Store) -> dict:
     data, _ = store.read_versioned(CHAMPION_KEY)
-    return json.loads(data) if data else {}
+    return parse_pointer(store, data)
+
+
+def competes(metrics: dict) -> bool:
+    """Only a model evaluated on the whole test set can take a slot."""
+    return metrics["rows"]["test"] == FULL_TEST_ROWS
 
 
 def promote(store: Store, run_id: str, metrics_by_arch: dict[str, dict], margin: float,
             attempts: int = 10) -> list[Decision]:
     """Compare with the current champions and swap the pointer in if anything was promoted."""
+    if not any(competes(m) for m in metrics_by_arch.values()):
+        # Every decision is a refusal whatever the pointer says: not reading it keeps a damaged one from failing
+        # quick runs (their decisions show no champion accuracy).
+        return decide({}, run_id, metrics_by_arch, margin)[1]
     for _ in range(attempts):
         data, token = store.read_versioned(CHAMPION_KEY)
-        current = json.loads(data) if data else {}
+        current = parse_pointer(store, data)
         pointer, decisions = decide(current, run_id, metrics_by_arch, margin)
         if pointer is current:
             return decisions  # nothing new: refused everywhere, or this run already holds what it won

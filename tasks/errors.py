@@ -34,3 +34,15 @@ class DatasetVersionNotFound(PipelineError):
 
 class ConfigError(PipelineError):
     """A configuration value is out of range or of the wrong type."""
+
+
+class ChampionFileError(PipelineError):
+    """models/champion.json exists but is not a champion pointer (garbage, cut short, edited by hand).
+
+    Not a StoreError: the store answered, and its answer will not change on a retry (StoreError is what the
+    run's tasks retry); the file needs a person, so the message names it and the repair."""
+
+    def __init__(self, url: str, problem: str, after: str = "") -> None:
+        self.url, self.problem = url, problem
+        super().__init__(f"{url} is not a readable champion pointer: {problem}; restore it from a backup, or "
+                         f"delete it to start a new champion history (models in runs/ are not affected){after}")

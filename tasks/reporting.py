@@ -13,6 +13,7 @@ from typing import Any
 
 from tasks.architectures import ARCHITECTURES
 from tasks.champion import Decision, decisions_json, decisions_markdown
+from tasks.errors import ChampionFileError
 from tasks.plots import samples_png
 from tasks.runs import Run
 from tasks.shards import CLASS_NAMES, load_split
@@ -114,9 +115,9 @@ def run_record(run: Run, ended: float, status: str) -> dict[str, Any]:
     }
 
 
-def publish_report(run: Run, metrics_by_arch: dict[str, dict], record: dict[str, Any],
-                   decisions: list[Decision]) -> dict[str, Any]:
-    """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
+def _publish_summary(run: Run, metrics_by_arch: dict[str, dict], code: str, decisions: list[Decision],
+                     champion_error: str = "") -> dict[str, Any]:
+    """Figure 1, summary.json and summary.md (not run.json: the caller decides whether the run is finished)."""
     store, paths, version = run.store, run.paths, run.dataset_version
     images, labels, _ = load_split(store, version, "train", rows=1000, manifest=run.dataset.manifest if run.dataset else None)
     store.put_bytes(paths.samples, samples_png(images, labels, CLASS_NAMES))
@@ -126,10 +127,33 @@ def publish_report(run: Run, metrics_by_arch: dict[str, dict], record: dict[str,
                "comparable": run.config.comparable, "table1": rows, "metrics": metrics_by_arch,
                "promoted": bool(promoted), "champion_decisions": decisions_json(decisions)}
     markdown = table1_markdown(run.run_id, rows, note=f"Protocol: {run.config.protocol()}. Dataset version {version}; "
-                                                      f"code {record['code_version']}.")
-    markdown += "\n" + (f"**Promoted**: {', '.join(promoted)}\n" if promoted else "**Not promoted**\n")
-    markdown += "\n" + decisions_markdown(decisions)
+                                                      f"code {code}.")
+    if champion_error:
+        summary["champion_error"] = champion_error
+        markdown += f"\n**Not promoted: champion file unreadable**: {champion_error}\n"
+    else:
+        markdown += "\n" + (f"**Promoted**: {', '.join(promoted)}\n" if promoted else "**Not promoted**\n")
+        markdown += "\n" + decisions_markdown(decisions)
     store.put_bytes(paths.summary_json, json.dumps(summary, indent=2).encode())
     store.put_bytes(paths.summary_md, markdown.encode())
-    store.put_bytes(paths.record, json.dumps(record, indent=2).encode())
     return {"rows": rows, "markdown": markdown}
+
+
+def publish_report(run: Run, metrics_by_arch: dict[str, dict], record: dict[str, Any],
+                   decisions: list[Decision]) -> dict[str, Any]:
+    """Figure 1, summary.json, summary.md, then run.json last (its presence marks a finished run)."""
+    result = _publish_summary(run, metrics_by_arch, record["code_version"], decisions)
+    run.store.put_bytes(run.paths.record, json.dumps(record, indent=2).encode())
+    return result
+
+
+def keep_unpromoted_summary(run: Run, metrics_by_arch: dict[str, dict], error: ChampionFileError) -> ChampionFileError:
+    """A damaged champion file must not cost the night's training: publish Table 1 with a note (no run.json,
+    so the run stays unfinished and `--resume` can promote it once the file is repaired) and return the
+    error the run ends with, saying so."""
+    summary_url = run.store.url_for(run.paths.summary_md)
+    _publish_summary(run, metrics_by_arch, code_version(), [], champion_error=error.problem)
+    return ChampionFileError(error.url, error.problem,
+                             after=f"; this run's models and Table 1 are kept ({summary_url}), and "
+                                   f"`fmnist run --resume {run.run_id} --store {run.store.uri}` promotes them without retraining once it is "
+                                   f"repaired")

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from tasks.dataset import RawDataset
 from tasks.errors import DatasetError, DatasetVersionNotFound
+from tasks.jsonfile import JsonProblem, parse_object, require
 from tasks.store import MissingKey, Store
 
 SHARD_FORMAT = 1
@@ -184,14 +185,49 @@ def list_versions(store: Store) -> list[str]:
     return sorted({k.split("/")[2] for k in store.list_keys(DATASET_PREFIX + "/") if k.endswith("/manifest.json")})
 
 
+def _check_shard(shard: object, where: str) -> None:
+    if not isinstance(shard, dict):
+        raise JsonProblem(f"{where} is not an object")
+    require(shard, "key", "a string", where)
+    require(shard, "rows", "an integer", where)
+    require(shard, "bytes", "an integer", where)
+    digest = require(shard, "sha256", "a string", where)
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise JsonProblem(f"{where}'s sha256 {digest!r} is not 64 hex digits")
+
+
+def check_manifest(manifest: dict) -> dict:
+    """The manifest if it has what the readers use (both splits, their rows, every shard's key, size and hash),
+    else a JsonProblem: a shard without its hash must not be read unchecked, nor fail later as a KeyError."""
+    splits = require(manifest, "splits", "an object")
+    for split in ("train", "test"):
+        info = require(splits, split, "an object", "'splits'")
+        require(info, "rows", "an integer", f"split {split!r}")
+        shards = require(info, "shards", "a list", f"split {split!r}")
+        if not shards:
+            raise JsonProblem(f"split {split!r} lists no shards")
+        for i, shard in enumerate(shards):
+            _check_shard(shard, f"split {split!r} shard {i}")
+    return manifest
+
+
 def load_manifest(store: Store, version: str) -> dict:
+    key = f"{version_prefix(version)}/manifest.json"
     try:
-        return json.loads(store.get_bytes(f"{version_prefix(version)}/manifest.json"))
+        data = store.get_bytes(key)
     except MissingKey:
         known = list_versions(store)
         raise DatasetVersionNotFound(
-            f"dataset version {version!r} not found in {store.uri} (no {version_prefix(version)}/manifest.json); "
+            f"dataset version {version!r} not found in {store.uri} (no {key}); "
             f"versions there: {known or 'none'}; run `fmnist prepare --store {store.uri}` first"
+        ) from None
+    try:
+        return check_manifest(parse_object(data))
+    except JsonProblem as exc:
+        # Written once and never replaced (put_if_absent): a damaged one stays damaged until removed with its shards.
+        raise DatasetError(
+            f"{store.url_for(key)}: the manifest of dataset version {version} is damaged: {exc}; delete "
+            f"{store.url_for(version_prefix(version))}/ and run `fmnist prepare --store {store.uri}` again"
         ) from None
 
 

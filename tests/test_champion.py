@@ -1,11 +1,16 @@
 """Champion promotion against both store backends: better promotes, worse does not, races have one winner."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from tasks.champion import CHAMPION_KEY, decisions_markdown, margin_rows, promote, read_champions
+from tasks.errors import ChampionFileError
 from tasks.store import open_store
 
 
@@ -131,3 +136,85 @@ def test_accuracy_is_compared_in_whole_test_rows(store):
 @pytest.mark.parametrize(("margin", "rows"), [(0.002, 20), (0.0007, 7), (0.00015, 2), (0.0, 0), (0.01, 100)])
 def test_margin_in_rows(margin, rows):
     assert margin_rows(margin, 10_000) == rows
+
+
+# A damaged pointer (issue 10, item 8): one ChampionFileError naming the file, what is wrong and the repair.
+def _valid_pointer() -> dict:
+    entry = {"run_id": "run-a", "architecture": "cnn2", "test_accuracy": 0.92, "model_key": "runs/run-a/cnn2/model.keras",
+             "model_sha256": "0" * 64, "dataset_version": "v1", "promoted_at": "2025-01-01T00:00:00Z"}
+    return {"revision": 1, "architectures": {"cnn2": entry}, "overall": dict(entry)}
+
+
+def _without(pointer: dict, path: tuple[str, ...]) -> bytes:
+    *parents, last = path
+    target = pointer
+    for key in parents:
+        target = target[key]
+    del target[last]
+    return json.dumps(pointer, indent=2).encode()
+
+
+BAD_POINTERS = [
+    pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00garbage", "not UTF-8 text at byte 0", id="garbage-bytes"),
+    pytest.param(b"<html>oops</html>", "not JSON at byte 0 of 17 (Expecting value)", id="not-json"),
+    pytest.param(json.dumps(_valid_pointer(), indent=2).encode()[:60], "it ends early (truncated)", id="truncated"),
+    pytest.param(b"", "empty (0 bytes)", id="empty-file"),
+    pytest.param(b"[]", "expected a JSON object, found a list", id="empty-list"),
+    pytest.param(b"{}", "lacks 'revision'", id="empty-object"),
+    pytest.param(_without(_valid_pointer(), ("architectures", "cnn2", "test_accuracy")),
+                 "entry 'cnn2' lacks 'test_accuracy'", id="entry-lacks-accuracy"),
+    pytest.param(_without(_valid_pointer(), ("overall",)), "lacks 'overall'", id="no-overall"),
+    pytest.param(json.dumps({**_valid_pointer(), "revision": "1"}).encode(), "'revision' is a string, expected an integer",
+                 id="revision-string"),
+    pytest.param(json.dumps({**_valid_pointer(), "architectures": []}).encode(),
+                 "'architectures' is a list, expected an object", id="architectures-list"),
+]
+
+
+@pytest.mark.parametrize(("content", "problem"), BAD_POINTERS)
+def test_a_damaged_pointer_is_one_clear_error_and_is_left_as_it_is(store, content, problem):
+    store.put_bytes(CHAMPION_KEY, content)
+    for attempt in (lambda: read_champions(store),
+                    lambda: promote(store, "run-b", {"cnn2": metrics("cnn2", 0.95)}, margin=0.002)):
+        with pytest.raises(ChampionFileError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert message.startswith(f"{store.url_for(CHAMPION_KEY)} is not a readable champion pointer: ")
+        assert problem in message, message
+        assert "restore it from a backup, or delete it to start a new champion history" in message
+        assert "\n" not in message
+    assert store.get_bytes(CHAMPION_KEY) == content  # nothing overwritten: the user may still repair it
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"[]"])
+def test_a_quick_run_does_not_read_the_pointer(store, content):
+    """None of a quick run's models can be promoted, so a damaged pointer cannot fail it."""
+    store.put_bytes(CHAMPION_KEY, content)
+    decisions = promote(store, "quick", {"cnn2": metrics("cnn2", 0.99, test_rows=1000)}, margin=0.0)
+    assert not any(d.promoted for d in decisions) and "1,000 of 10,000" in decisions[0].reason
+    assert store.get_bytes(CHAMPION_KEY) == content
+
+
+def test_a_valid_pointer_passes_the_checks(store):
+    store.put_bytes(CHAMPION_KEY, json.dumps(_valid_pointer()).encode())
+    assert read_champions(store) == _valid_pointer()
+    decisions = promote(store, "run-b", {"cnn2": metrics("cnn2", 0.95)}, margin=0.002)
+    assert all(d.promoted for d in decisions) and read_champions(store)["revision"] == 2
+
+
+def test_absent_pointer_is_no_champion_yet(store):
+    assert read_champions(store) == {}
+
+
+def test_fmnist_champion_on_a_damaged_pointer_exits_2_with_one_line(tmp_path):
+    store_dir = tmp_path / "artifacts"
+    open_store(str(store_dir)).put_bytes(CHAMPION_KEY, b"[]")
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "champion", "--store", str(store_dir)], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result
+    assert result.stdout == ""  # not "no champion yet"
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"fmnist champion: error: {store_dir}/models/champion.json is not a readable "
+                                    "champion pointer: expected a JSON object, found a list; restore it from a backup")

@@ -128,3 +128,21 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, prefect_api, args, expe
         assert not store_dir.exists() and not (tmp_path / "artifacts").exists()
     if not any(a.startswith("--source") or a == "ftp://x" for a in args):
         assert result.stderr.count("\n") == 1  # a config error stops before Prefect starts: nothing but the error
+
+
+def test_a_truncated_manifest_of_the_version_to_publish_exits_2_with_one_line(tmp_path, prefect_api, raw_dataset) -> None:
+    from tasks.shards import dataset_version, version_prefix
+
+    store_dir = tmp_path / "artifacts"
+    store = LocalStore(store_dir)
+    prefix = version_prefix(dataset_version(raw_dataset.source_sha256, 10_000))
+    store.put_bytes(f"{prefix}/manifest.json", b'{"format": 1, "dataset": "fashion-mnist", "splits": {"tra')
+    result = fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path)
+
+    assert result.returncode == 2, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    line = error_line(result.stderr)
+    assert line.startswith(f"fmnist prepare: error: {store_dir}/{prefix}/manifest.json: the manifest of dataset version ")
+    assert "it ends early (truncated)" in line
+    assert line.endswith(f"delete {store_dir}/{prefix}/ and run `fmnist prepare --store {store_dir}` again")
+    assert "Retry 1/" not in result.stderr and "Traceback" not in result.stderr  # a damaged file is not retried
+    assert store.list_keys() == [f"{prefix}/manifest.json"]  # nothing written beside it

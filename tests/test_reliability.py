@@ -200,3 +200,34 @@ def test_s3_gone_for_good_mid_training_is_one_store_error_with_the_resume_hint(s
     message = str(error.value)
     assert f"Ray Tune lost the store {s3_store_uri} (endpoint {s3_server.endpoint})" in message
     assert f"fmnist run --resume {run_id}" in message and message.count("\n") == 0
+
+
+def test_a_damaged_champion_file_keeps_the_runs_table_and_exits_2_then_resume_promotes(tmp_path, cli_env, fashion_dir):
+    """Issue 10, item 8: a full run's training is not lost to a damaged models/champion.json: summary.md is
+    published with a note, the run stays unfinished, the error is one line (not retried); once the file is
+    deleted, `--resume` promotes without training again."""
+    store = open_store(str(tmp_path / "store"))
+    store.put_bytes("models/champion.json", b"[]")
+    args = ["run", "--preset", "quick", "--store", store.uri, "--architectures", "baseline", "--test-rows", "10000",
+            "--run-id", "night-x"]
+    first = fmnist(*args, env=cli_env)
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 2, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("fmnist run: error: ")]
+    assert len(errors) == 1, output[-3000:]
+    assert errors[0].startswith(f"fmnist run: error: {store.uri}/models/champion.json is not a readable champion "
+                                "pointer: expected a JSON object, found a list; restore it from a backup")
+    assert f"`fmnist run --resume night-x --store {store.uri}` promotes them" in errors[0]
+    assert "Retry 1/" not in output
+    assert "champion file unreadable" in store.get_bytes("runs/night-x/summary.md").decode()
+    assert store.exists("runs/night-x/baseline/model.keras") and not store.exists("runs/night-x/run.json")
+    model_before = store.get_bytes("runs/night-x/baseline/model.keras")
+
+    store.delete("models/champion.json")
+    second = fmnist("run", "--resume", "night-x", "--store", store.uri, env=cli_env)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-3000:]
+    assert store.get_bytes("runs/night-x/baseline/model.keras") == model_before  # not trained again
+    assert json.loads(store.get_bytes("runs/night-x/summary.json"))["promoted"] is True
+    assert json.loads(store.get_bytes("models/champion.json"))["overall"]["run_id"] == "night-x"
+    assert store.exists("runs/night-x/run.json")

@@ -360,3 +360,66 @@ def test_a_leftover_shard_with_other_rows_is_refused_by_name(empty_store, raw_da
     assert f"Delete {store.url_for(version_prefix(version))}/" in message and "run `fmnist prepare` again" in message
     assert not store.exists(f"{version_prefix(version)}/manifest.json")
     assert store.get_bytes(key) == other_rows  # someone else's object is never overwritten
+
+
+# A damaged manifest (issue 10, item 9): one DatasetError naming it, what is wrong and the repair.
+def _valid_manifest() -> dict:
+    def split(name: str, rows: int) -> dict:
+        return {"rows": rows, "class_counts": [rows // 10] * 10,
+                "shards": [{"key": f"{name}-00000-of-00001.parquet", "rows": rows, "bytes": 1, "sha256": "a" * 64}]}
+    return {"format": 1, "version": "0123456789abcdef", "splits": {"train": split("train", 60_000), "test": split("test", 10_000)}}
+
+
+def _manifest_without(path: tuple) -> bytes:
+    manifest = _valid_manifest()
+    *parents, last = path
+    target = manifest
+    for key in parents:
+        target = target[key]
+    del target[last]
+    return json.dumps(manifest, indent=2).encode()
+
+
+BAD_MANIFESTS = [
+    pytest.param(b"\xff\xfe\x00garbage", "not UTF-8 text at byte 0", id="garbage-bytes"),
+    pytest.param(json.dumps(_valid_manifest(), indent=2).encode()[:120], "it ends early (truncated)", id="truncated"),
+    pytest.param(b"", "empty (0 bytes)", id="empty-file"),
+    pytest.param(b"[]", "expected a JSON object, found a list", id="empty-list"),
+    pytest.param(b"{}", "lacks 'splits'", id="empty-object"),
+    pytest.param(_manifest_without(("splits", "test")), "'splits' lacks 'test'", id="no-test-split"),
+    pytest.param(_manifest_without(("splits", "train", "shards", 0, "sha256")), "split 'train' shard 0 lacks 'sha256'",
+                 id="shard-lacks-sha256"),
+]
+
+
+@pytest.mark.parametrize(("content", "problem"), BAD_MANIFESTS)
+def test_a_damaged_manifest_is_one_clear_error(empty_store, content, problem) -> None:
+    store, version = empty_store, "0123456789abcdef"
+    key = f"{version_prefix(version)}/manifest.json"
+    store.put_bytes(key, content)
+    for read in (lambda: load_manifest(store, version), lambda: load_split(store, version, "test")):
+        with pytest.raises(DatasetError) as caught:
+            read()
+        message = str(caught.value)
+        assert message.startswith(f"{store.url_for(key)}: the manifest of dataset version {version} is damaged: ")
+        assert problem in message, message
+        assert message.endswith(f"delete {store.url_for(version_prefix(version))}/ and run "
+                                f"`fmnist prepare --store {store.uri}` again")
+        assert "\n" not in message
+
+
+@pytest.mark.parametrize(("content", "problem"), [BAD_MANIFESTS[1], BAD_MANIFESTS[-1]])
+def test_publishing_a_version_whose_manifest_is_damaged_refuses_and_writes_nothing(empty_store, raw_dataset,
+                                                                                    content, problem) -> None:
+    store = empty_store
+    key = f"{version_prefix(dataset_version(raw_dataset.source_sha256, 10_000))}/manifest.json"
+    store.put_bytes(key, content)
+    with pytest.raises(DatasetError, match="is damaged: .*delete .* and run `fmnist prepare") as caught:
+        publish_dataset(raw_dataset, store)
+    assert problem in str(caught.value)
+    assert store.list_keys() == [key] and store.get_bytes(key) == content
+
+
+def test_the_published_manifest_passes_the_checks(published) -> None:
+    store, result = published
+    assert load_manifest(store, result.version) == result.manifest
