@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
+from dataclasses import dataclass
 from typing import Callable
 
 from tasks.config import PipelineConfig
@@ -44,19 +47,130 @@ class TrainingError(PipelineError):
     """One or more trials failed after their retries."""
 
 
+# Ray's own clients never give up on an address where nothing answers (the GCS client retries "Failed to connect
+# to GCS" forever and the process ignores Ctrl-C), so reachability is checked here first, with a deadline.
+CONNECT_TIMEOUT_ENV = "FMNIST_RAY_CONNECT_TIMEOUT_S"
+CONNECT_TIMEOUT_DEFAULT_S = 30.0
+RAY_CLIENT_DEFAULT_PORT = 10001  # `ray start --head`'s --ray-client-server-port
+
+
+class RayConnectError(PipelineError):
+    """The Ray cluster to join does not answer (or none is recorded for `auto`)."""
+
+
+@dataclass(frozen=True)
+class RayEndpoint:
+    """Where ray.init will connect: the GCS for a plain host:port, the Ray Client server for ray://."""
+    host: str
+    port: int
+    server: str  # what should answer there, for the message
+    shown: str  # the address as the user gave it (or as Ray recorded it)
+    advice: str  # what to change when nothing answers
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"environment variable {name}: expected a number of seconds above 0, found {raw!r}")
+    return value
+
+
+def _host_port(address: str, default_port: int | None) -> tuple[str, int] | None:
+    """'host:port', '[v6]:port' or (with a default port) 'host'; None when it is none of these."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "]" in port:  # no port at all, or the colon was inside an IPv6 literal
+        host, port = address, str(default_port or "")
+    host = host.strip("[]")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def ray_endpoint(address: str | None) -> RayEndpoint | None:
+    """The endpoint ray.init(address) would connect to; None when it would start a local Ray (or when the scheme is
+    another client's, e.g. anyscale://, whose connection rules are its own)."""
+    from ray._common.utils import get_ray_address_file
+    from ray._private.services import canonicalize_bootstrap_address
+
+    flag_advice = "check --ray-address / RAY_ADDRESS, or leave it empty for a local Ray"
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    if target and "://" in target:
+        scheme, _, rest = target.partition("://")
+        parsed = _host_port(rest.split("/")[0], RAY_CLIENT_DEFAULT_PORT) if scheme == "ray" else None
+        if scheme != "ray":
+            return None
+        if parsed is None:
+            raise RayConnectError(f"Ray address {target!r}: expected ray://host:port; {flag_advice}")
+        return RayEndpoint(*parsed, "Ray Client server", target, flag_advice)
+    if target is None or target == "auto":
+        # Like ray.init: RAY_ADDRESS, else the address `ray start` recorded; with none, `auto` is an error and an
+        # empty address starts a local Ray.
+        recorded = get_ray_address_file(None)
+        try:
+            found = canonicalize_bootstrap_address(target)
+        except ConnectionError:
+            raise RayConnectError(f"--ray-address auto: no Ray cluster is recorded on this machine ({recorded}) and "
+                                  f"none is running; start one with `ray start --head`, or give its address "
+                                  f"(--ray-address / RAY_ADDRESS), or leave it empty for a local Ray") from None
+        if found is None:
+            return None
+        parsed = _host_port(found, None)
+        if parsed is None:
+            raise RayConnectError(f"{recorded}: expected host:port, found {found!r}")
+        return RayEndpoint(*parsed, "GCS", f"{found} (recorded in {recorded})",
+                           f"start that cluster again, or remove {recorded} if it is gone, or give another "
+                           f"address (--ray-address / RAY_ADDRESS)")
+    parsed = _host_port(target, None)
+    if parsed is None:
+        raise RayConnectError(f"Ray address {target!r}: expected host:port (the head's GCS port, 6379 unless set) "
+                              f"or ray://host:port; {flag_advice}")
+    return RayEndpoint(*parsed, "GCS", target, flag_advice)
+
+
+def _tcp_answers(host: str, port: int, timeout_s: float) -> OSError | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc
+
+
+def check_ray_reachable(address: str | None, timeout_s: float | None = None) -> None:
+    """Fail within `timeout_s` (default $FMNIST_RAY_CONNECT_TIMEOUT_S, else 30 s) with one line when nothing answers
+    where ray.init would connect. Retried until the deadline: a head that is still starting answers a bit later."""
+    endpoint = ray_endpoint(address)
+    if endpoint is None:
+        return
+    timeout_s = timeout_s or _seconds_from_env(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_DEFAULT_S)
+    deadline = time.monotonic() + timeout_s
+    while (error := _tcp_answers(endpoint.host, endpoint.port, min(5.0, max(0.1, deadline - time.monotonic())))):
+        if time.monotonic() >= deadline:
+            reason = "timed out" if isinstance(error, TimeoutError) else (error.strerror or type(error).__name__)
+            raise RayConnectError(
+                f"cannot connect to the Ray cluster at {endpoint.shown} within {timeout_s:g} s: no {endpoint.server} "
+                f"answers on {endpoint.host}:{endpoint.port} ({reason}); {endpoint.advice} "
+                f"(a head still starting: raise {CONNECT_TIMEOUT_ENV})")
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
 def connect_ray(address: str | None) -> None:
     """Join the cluster at `address` (or $RAY_ADDRESS); else start a local Ray on this machine."""
     import ray
 
     if ray.is_initialized():
         return
+    check_ray_reachable(address)
     target = address or os.environ.get("RAY_ADDRESS") or None
     try:
         ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     except ConnectionError as exc:
-        raise PipelineError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / RAY_ADDRESS "
-                            "or leave it empty for a local Ray") from None
+        raise RayConnectError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / RAY_ADDRESS "
+                              "or leave it empty for a local Ray") from None
 
 
 def alive_nodes() -> int:
