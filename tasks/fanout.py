@@ -190,6 +190,136 @@ def check_store_reaches_every_node(store_uri: str) -> None:
                           "'Scaling out on a Ray cluster')")
 
 
+# A trial Ray can never place waits forever ("Ignore this message if the cluster is autoscaling"). A trial runs on
+# ONE node, so the request is compared with each node, never with the cluster's sum.
+PLACEMENT_TIMEOUT_ENV = "FMNIST_PLACEMENT_TIMEOUT_S"
+PLACEMENT_TIMEOUT_DEFAULT_S = 600.0
+PLACEMENT_POLL_S = 2.0
+
+
+class PlacementError(ConfigError):
+    """No node of the Ray cluster (now, or within the autoscaling wait) is big enough for one trial."""
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    cpus: float
+    gpus: float
+
+    def fits(self, cpus: float, gpus: float) -> bool:
+        return self.cpus >= cpus and self.gpus >= gpus
+
+
+def node_shapes() -> list[NodeShape]:
+    """The alive nodes' CPU and GPU totals (a head started with 0 CPUs has no 'CPU' key at all)."""
+    import ray
+
+    return [NodeShape(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def unplaceable_reason(cpus: float, gpus: float, shapes: list[NodeShape]) -> str | None:
+    """None when some node fits one trial; else the one line naming the field, the request and the largest node."""
+    if any(shape.fits(cpus, gpus) for shape in shapes):
+        return None
+    most_cpus = max((s.cpus for s in shapes), default=0.0)
+    most_gpus = max((s.gpus for s in shapes), default=0.0)
+    if cpus > most_cpus:
+        total = sum(s.cpus for s in shapes)
+        in_all = f" ({total:g} in all, but a trial runs on one node)" if total >= cpus else ""
+        return (f"config field 'cpus_per_trial': each trial asks for {cpus:g} CPUs, but the largest node of the "
+                f"Ray cluster has {most_cpus:g}{in_all}; lower --cpus-per-trial or add a bigger node")
+    if gpus > most_gpus:
+        has = "no node of the Ray cluster has a GPU" if most_gpus == 0 else \
+            f"the largest node of the Ray cluster has {most_gpus:g}"
+        return (f"config field 'gpus_per_trial': each trial asks for {gpus:g} of a GPU, but {has}; "
+                f"use --gpus-per-trial 0 to train on CPUs, or add a node with a GPU")
+    most_cpus_with_gpu = max((s.cpus for s in shapes if s.gpus >= gpus), default=0.0)
+    return (f"config fields 'cpus_per_trial' and 'gpus_per_trial': each trial asks for {cpus:g} CPUs and {gpus:g} "
+            f"of a GPU on one node, but the nodes with that GPU share have at most {most_cpus_with_gpu:g} CPUs; "
+            f"lower --cpus-per-trial or add a bigger GPU node")
+
+
+def _autoscaler_node_types() -> list[NodeShape] | None:
+    """The node types an autoscaler reported to the GCS that it may still start; None when none was reported.
+
+    The autoscaler (KubeRay, autoscaler v2) stores the cluster's node groups in the GCS; Ray Data reads the same key
+    to decide whether a cluster autoscales (ray.data._internal.cluster_autoscaler.util.is_autoscaling_enabled)."""
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001  (Ray Client mode, or an older GCS: unknown, not "no autoscaler")
+        return None
+    if not config or not config.node_group_configs:
+        return None
+    return [NodeShape(float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)))
+            for g in config.node_group_configs if g.max_count == -1 or g.max_count > g.min_count]
+
+
+def _ray_started_here() -> bool:
+    """This process started the Ray it uses (a local Ray: this machine, which no autoscaler grows)."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False))
+
+
+def may_autoscale(cpus: float, gpus: float) -> bool:
+    """Whether waiting could help: an autoscaler reported node types and one of them fits a trial; or none was
+    reported (the v1 autoscaler of `ray up` reports none) and the cluster was joined, not started here."""
+    node_types = _autoscaler_node_types()
+    if node_types is not None:
+        return any(t.fits(cpus, gpus) for t in node_types)
+    return not _ray_started_here()
+
+
+def _wait_for_a_node_that_fits(cpus: float, gpus: float, timeout_s: float, progress: Progress) -> str | None:
+    """Ask the autoscaler for one trial's shape (it only starts nodes for demand it sees, and Tune has submitted
+    nothing yet) and poll the nodes until one fits or the deadline; the reason if none came."""
+    from ray.autoscaler.sdk import request_resources
+
+    bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    progress(f"no node of the Ray cluster fits one trial ({cpus:g} CPUs, {gpus:g} GPU) yet; waiting up to "
+             f"{timeout_s:g} s ({PLACEMENT_TIMEOUT_ENV}) for the autoscaler to add one")
+    deadline = time.monotonic() + timeout_s
+    asked = _ask_autoscaler(request_resources, [bundle], progress)
+    try:
+        while (reason := unplaceable_reason(cpus, gpus, node_shapes())) and time.monotonic() < deadline:
+            time.sleep(min(PLACEMENT_POLL_S, max(0.0, deadline - time.monotonic())))
+        return reason
+    finally:
+        if asked:  # the request outlives this driver otherwise; Tune's trials ask from now on
+            _ask_autoscaler(request_resources, [], progress)
+
+
+def _ask_autoscaler(request_resources: Callable[..., None], bundles: list[dict], progress: Progress) -> bool:
+    """request_resources, where this connection allows it (through Ray Client it may not): the wait goes on
+    either way, as the cluster may still grow for other reasons."""
+    try:
+        request_resources(bundles=bundles)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        progress(f"could not ask the Ray autoscaler for {bundles} ({type(exc).__name__}: {exc})")
+        return False
+
+
+def check_trials_fit(config: PipelineConfig, progress: Progress = lambda _: None) -> None:
+    """Refuse a per-trial request no node can hold: at once where no autoscaler can add one, else after waiting up
+    to $FMNIST_PLACEMENT_TIMEOUT_S (default 600 s) for it."""
+    cpus, gpus = float(config.cpus_per_trial), float(config.gpus_per_trial)
+    reason = unplaceable_reason(cpus, gpus, node_shapes())
+    if reason is None:
+        return
+    if not may_autoscale(cpus, gpus):
+        raise PlacementError(reason)
+    timeout_s = _seconds_from_env(PLACEMENT_TIMEOUT_ENV, PLACEMENT_TIMEOUT_DEFAULT_S)
+    reason = _wait_for_a_node_that_fits(cpus, gpus, timeout_s, progress)
+    if reason is not None:
+        raise PlacementError(f"{reason} (none joined within {timeout_s:g} s of asking the autoscaler; "
+                             f"{PLACEMENT_TIMEOUT_ENV} sets the wait)")
+
+
 def _progress_callback(progress: Progress):
     from ray import tune
 
@@ -257,6 +387,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     manifest = manifest or load_manifest(store, dataset_version)
     connect_ray(config.ray_address)
     check_store_reaches_every_node(store.uri)
+    check_trials_fit(config, progress)  # before Tune, which would wait forever for an impossible trial
     keep_secrets_out_of_trial_env()
     results = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest).fit()
 

@@ -18,8 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import ConfigError
-from tasks.fanout import RayConnectError, check_ray_reachable
+from tasks.config import PipelineConfig
+from tasks.errors import ConfigError, PipelineError
+from tasks.fanout import (
+    PlacementError,
+    RayConnectError,
+    check_ray_reachable,
+    run_trials,
+)
+from tasks.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 300
@@ -95,3 +102,39 @@ def test_fmnist_run_with_an_unreachable_ray_client_address_exits_2_within_the_co
                           "no Ray Client server answers on 127.0.0.1:1")
     assert seconds < 25, seconds
     assert not (tmp_path / "artifacts" / "runs").exists()
+
+
+# ---- item 6: trials no node can hold --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("cpus_per_trial", 3, ("config field 'cpus_per_trial': each trial asks for 3 CPUs, but the largest node of the "
+                           "Ray cluster has 2; lower --cpus-per-trial or add a bigger node")),
+    ("gpus_per_trial", 0.5, ("config field 'gpus_per_trial': each trial asks for 0.5 of a GPU, but no node of the Ray "
+                             "cluster has a GPU; use --gpus-per-trial 0")),
+])
+def test_a_trial_the_local_ray_cannot_hold_is_refused_at_once(ray_local, tmp_path, field, value, expected):
+    """The session's local Ray has 2 CPUs and no GPU; it was started here, so no autoscaler can add a node."""
+    import ray
+
+    assert ray.cluster_resources().get("CPU") == 2 and not ray.cluster_resources().get("GPU")
+    config = PipelineConfig(store=str(tmp_path), preset="quick", architectures=["baseline"], **{field: value})
+    started = time.monotonic()
+    with pytest.raises(PlacementError) as error:
+        run_trials(config, open_store(str(tmp_path)), "unplaceable", "any-version", manifest={"unused": True})
+    assert time.monotonic() - started < 5  # at once: no autoscaling wait on a Ray started here
+    assert str(error.value).startswith(expected), str(error.value)
+    assert isinstance(error.value, PipelineError)
+    assert not (tmp_path / "runs").exists()  # nothing written: Tune never started
+
+
+def test_fmnist_run_asking_more_cpus_per_trial_than_this_machine_has_exits_2(tmp_path):
+    """As a user types it: the flow's local Ray has this machine's CPUs; one more per trial can never be placed."""
+    from ray._private.utils import get_num_cpus
+
+    cpus = get_num_cpus() + 1
+    result, _ = run_cli(["run", "--preset", "quick", "--architectures", "baseline", "--cpus-per-trial", str(cpus)],
+                        tmp_path)
+    assert_one_error_line(result, f"config field 'cpus_per_trial': each trial asks for {cpus} CPUs, but the largest "
+                                  f"node of the Ray cluster has {cpus - 1}")
+    assert not (tmp_path / "artifacts" / "runs").exists()  # refused in join_ray, before the run is claimed
