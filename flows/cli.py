@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_prefect_server()
         else:
             _check_before_prefect(config)
+        if args.command == "run":  # Ray's own connect never gives up: fail in seconds, before Prefect starts
+            from tasks.fanout import check_ray_reachable
+            check_ray_reachable(config.ray_address)
         if not args.debug:
             _quiet_expected_tracebacks()
         if args.command == "deploy":

@@ -16,7 +16,7 @@ from flows.prepare import fetch, shard_and_publish
 from tasks.champion import Decision, promote
 from tasks.config import PipelineConfig
 from tasks.errors import ChampionFileError, PipelineError, StoreError
-from tasks.fanout import check_store_reaches_every_node, connect_ray, run_trials
+from tasks.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
 from tasks.reporting import keep_unpromoted_summary, publish_report, run_record
 from tasks.runs import Run, claim_run
 
@@ -35,6 +35,7 @@ def join_ray(config: PipelineConfig) -> None:
     """Connect to Ray (or start a local one) and refuse a store the cluster's nodes cannot all reach."""
     connect_ray(config.ray_address)
     check_store_reaches_every_node(config.store)
+    check_trials_fit(config, get_run_logger().info)  # before a run is claimed for trials no node can hold
 
 
 def _this_flow_run_is_being_cancelled() -> bool:

@@ -281,3 +281,44 @@ def test_a_folder_store_on_a_multi_node_cluster_is_refused_before_anything_runs(
     assert len(errors) == 1 and "is a folder on this machine" in errors[0] and "s3://" in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "artifacts" / "runs").exists()
+
+
+# ---- trials no single node can hold -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ray_cluster", ["two workers"], indirect=True)
+def test_a_trial_must_fit_one_node_not_the_clusters_sum(ray_cluster, monkeypatch):
+    """3 CPUs and 3 GPUs per worker, 6 CPUs in all. A trial of 3 CPUs and a whole GPU fits one worker: accepted at
+    once. A trial of 4 CPUs fits the sum but no node: refused, naming the field and the largest node. This driver
+    joined the cluster by its address and no autoscaler reported node types to its GCS, so the cluster may be
+    autoscaling: the refusal comes after the placement wait (2 s here), having asked the autoscaler for the shape."""
+    from tasks.fanout import PlacementError, check_trials_fit
+
+    monkeypatch.setenv("FMNIST_PLACEMENT_TIMEOUT_S", "2")
+    fits = PipelineConfig(store="s3://bucket/any", cpus_per_trial=3, gpus_per_trial=1.0)
+    started = time.monotonic()
+    check_trials_fit(fits)
+    assert time.monotonic() - started < 2  # no wait for a request some node holds
+
+    lines: list[str] = []
+    too_big = PipelineConfig(store="s3://bucket/any", cpus_per_trial=4, gpus_per_trial=0.2)
+    started = time.monotonic()
+    with pytest.raises(PlacementError) as error:
+        check_trials_fit(too_big, lines.append)
+    waited = time.monotonic() - started
+    assert 2 <= waited < 15, waited
+    assert str(error.value).startswith(
+        "config field 'cpus_per_trial': each trial asks for 4 CPUs, but the largest node of the Ray cluster has 3 "
+        "(6 in all, but a trial runs on one node); lower --cpus-per-trial or add a bigger node (none joined within "
+        "2 s of asking the autoscaler; FMNIST_PLACEMENT_TIMEOUT_S sets the wait)"), str(error.value)
+    assert len(lines) == 1 and "waiting up to 2 s" in lines[0], lines
+    # The request made for the wait is withdrawn: it would otherwise keep asking for a 4-CPU node after this run.
+    # (This Cluster runs the v1 autoscaler protocol: requests are a JSON list in the GCS's key-value store.)
+    import json
+
+    from ray._private.ray_constants import AUTOSCALER_RESOURCE_REQUEST_CHANNEL
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    assert not is_autoscaler_v2()
+    assert json.loads(_internal_kv_get(AUTOSCALER_RESOURCE_REQUEST_CHANNEL)) == []
