@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+
+# A full disk (ENOSPC), a full quota (EDQUOT), a file-size limit (EFBIG): all mean "no room for this write here".
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
 
 class PipelineError(Exception):
     """Base class: the CLI prints these without a traceback and exits non-zero."""
@@ -46,3 +51,12 @@ class ChampionFileError(PipelineError):
         self.url, self.problem = url, problem
         super().__init__(f"{url} is not a readable champion pointer: {problem}; restore it from a backup, or "
                          f"delete it to start a new champion history (models in runs/ are not affected){after}")
+
+
+class CheckpointError(PipelineError):
+    """A trial checkpoint folder is incomplete or damaged (a save or copy cut short): resuming from it would fail
+    deep inside Keras ("File not found", zip or pickle errors), so it is one line naming the folder instead."""
+
+
+class DiskFullError(PipelineError):
+    """A write ran out of space (ENOSPC, EDQUOT, or EFBIG from a file-size limit): one line saying where."""

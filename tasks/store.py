@@ -11,7 +11,6 @@ their manifest last.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from tasks.errors import StoreError
+from tasks.errors import NO_SPACE_ERRNOS, StoreError
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -119,7 +118,7 @@ class LocalStore(Store):
         except OSError as exc:
             temp.unlink(missing_ok=True)
             hint = ("no space for it there (the disk is full, or a quota or size limit): free space or choose "
-                    "another --store" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                    "another --store" if exc.errno in NO_SPACE_ERRNOS
                     else "check the folder's permissions or choose another --store")
             raise StoreError(f"writing {path}: {exc.strerror or exc} ({len(data):,} bytes); {hint}") from None
         return temp

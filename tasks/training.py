@@ -14,8 +14,11 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tasks.architectures import ARCHITECTURES, Architecture, build_model, compile_for_seed_protocol
+from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError
 from tasks.protocol import shuffled_for_epoch
 from tasks.runs import RunPaths
 from tasks.shards import CLASS_NAMES, load_split
@@ -217,9 +221,11 @@ def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
 
 
 def model_bytes(model) -> bytes:
+    """The .keras file's bytes: Keras saves to a path, so through a temporary folder (TMPDIR)."""
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.keras"
-        model.save(path)
+        path = Path(folder) / MODEL_FILE
+        with space_checked("to write the model before publishing it", folder, TEMP_HINT):
+            model.save(path)
         return path.read_bytes()
 
 
@@ -246,19 +252,81 @@ def publish_artifacts(store: Store, prefix: str, model, history: list[dict], met
 
 # --- the trainable ---------------------------------------------------------------------------------
 
+MODEL_FILE, STATE_FILE = "model.keras", "state.json"
+TEMP_HINT = "free space there, or point TMPDIR at a disk with room (trials write each checkpoint there first)"
+
+
+@contextmanager
+def space_checked(action: str, where: Path | str, hint: str) -> Iterator[None]:
+    """An out-of-space OSError inside the block becomes one DiskFullError line saying where and what to do (Keras
+    and pyarrow give a bare "[Errno 28]" with no path, deep in a trial's traceback); other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_SPACE_ERRNOS:
+            raise
+        raise DiskFullError(f"no space left {action} at {where} ({exc.strerror or exc}: the disk is full, or a quota "
+                            f"or file-size limit); {hint}") from None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def save_checkpoint(folder: Path, model, history: list[dict], early_stopping: dict) -> None:
-    """model.keras holds the weights and Adam's state (iterations included); state.json the rest."""
-    model.save(folder / "model.keras")
-    state = {"history": history, "early_stopping": early_stopping, "rng": rng_state(model)}
-    (folder / "state.json").write_text(json.dumps(state))
+    """model.keras holds the weights and Adam's state (iterations included); state.json the rest.
+
+    state.json is written last and records model.keras's size and sha256: a checkpoint is complete exactly when
+    its state.json parses and matches its model.keras, so a save (or Tune's copy) cut short is detected on load
+    instead of surfacing as a Keras "File not found" or a zip error. Out of space: DiskFullError naming the folder.
+    """
+    with space_checked("to write a checkpoint", folder, TEMP_HINT):
+        model.save(folder / MODEL_FILE)
+        manifest = {"bytes": (folder / MODEL_FILE).stat().st_size, "sha256": _sha256(folder / MODEL_FILE)}
+        state = {"history": history, "early_stopping": early_stopping, "rng": rng_state(model),
+                 "model_file": manifest}
+        (folder / STATE_FILE).write_text(json.dumps(state))
+
+
+def _damaged(folder: Path, problem: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {folder} is incomplete or damaged: {problem} (a save or copy cut short, e.g. "
+                           f"by a full disk); it cannot be resumed from: delete it to train that trial again from "
+                           f"its first epoch")
+
+
+def read_checkpoint_state(folder: Path) -> dict:
+    """state.json, checked against model.keras; CheckpointError naming the folder and the fault otherwise."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise _damaged(folder, f"{STATE_FILE} is missing") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged(folder, f"{STATE_FILE} is not readable JSON ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("history"), list) or "early_stopping" not in state:
+        raise _damaged(folder, f"{STATE_FILE} lacks its 'history' and 'early_stopping' fields")
+    model_path, expected = folder / MODEL_FILE, state.get("model_file")
+    if not model_path.is_file():
+        raise _damaged(folder, f"{MODEL_FILE} is missing")
+    if expected is not None:  # checkpoints written before the manifest resume unchecked (and load or fail below)
+        size = model_path.stat().st_size
+        if size != expected["bytes"]:
+            raise _damaged(folder, f"{MODEL_FILE} has {size:,} bytes, {STATE_FILE} recorded {expected['bytes']:,}")
+        if _sha256(model_path) != expected["sha256"]:
+            raise _damaged(folder, f"{MODEL_FILE}'s sha256 differs from the one {STATE_FILE} recorded")
+    return state
 
 
 def load_checkpoint(folder: Path) -> tuple[Any, list[dict], dict | None]:
     """The model as it was after the checkpoint's last epoch, down to its dropout masks' random state."""
     import keras
 
-    model = keras.saving.load_model(folder / "model.keras", safe_mode=True)
-    state = json.loads((folder / "state.json").read_text())
+    state = read_checkpoint_state(folder)
+    try:
+        model = keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)
+    except (OSError, EOFError, ValueError) as exc:  # a legacy checkpoint's torn file: Keras says "File not found"
+        raise _damaged(folder, f"{MODEL_FILE} does not load ({type(exc).__name__}: "
+                               f"{(str(exc).splitlines() or [''])[0][:200]})") from None
     if "rng" in state:  # checkpoints written before it was saved resume too, just not bit-identically
         restore_rng_state(model, state["rng"])
     return model, state["history"], state["early_stopping"]
@@ -267,6 +335,26 @@ def load_checkpoint(folder: Path) -> tuple[Any, list[dict], dict | None]:
 def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
     with checkpoint.as_directory() as folder:
         return load_checkpoint(Path(folder))
+
+
+def starting_state(architecture: Architecture, config: dict, checkpoint) -> tuple[Any, list[dict], dict | None]:
+    """(model, history, early-stopping state) from Tune's checkpoint, else a fresh model.
+
+    A damaged checkpoint is not the end of the trial: Tune keeps one checkpoint (num_to_keep=1), so there is no
+    earlier one, and the seed protocol makes a fresh start end in the same model; it costs time only. The reason
+    goes to the trial's log (Ray's worker logs), and the run's metrics show resumed_from_epoch 0."""
+    import keras
+
+    keras.utils.set_random_seed(config["seed"])
+    if checkpoint:
+        try:
+            return _restore_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            print(f"{architecture.key}: {exc}; training again from the first epoch instead", file=sys.stderr, flush=True)
+            keras.utils.set_random_seed(config["seed"])  # loading may have drawn from the seeded generators
+    model = build_model(architecture.key)
+    compile_for_seed_protocol(model, steps_per_execution=config["steps_per_execution"])
+    return model, [], None
 
 
 def summarize(architecture: Architecture, model, history: list[dict], data: TrialData, config: dict,
@@ -304,30 +392,26 @@ def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
 
     architecture = ARCHITECTURES[config["architecture"]]
     configure_backend(config["cpus_per_trial"])
-    import keras
-
     store = open_store(config["store"], config.get("s3_endpoint"))
     prefix = artifact_prefix(config["run_id"], architecture.key)
     if store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt of this run: nothing to redo
         tune.report({**json.loads(store.get_bytes(f"{prefix}/metrics.json")), "finished": True})
         return
 
-    keras.utils.set_random_seed(config["seed"])
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        model, history, early_stopping_state = _restore_checkpoint(checkpoint)
-    else:
-        model, history, early_stopping_state = build_model(architecture.key), [], None
-        compile_for_seed_protocol(model, steps_per_execution=config["steps_per_execution"])
+    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint())
     if arrays is None:
         arrays = load_dataset_arrays(store, config["dataset_version"], config["train_rows"], config["test_rows"])
     data = trial_data(arrays, architecture.validation_split, model.input_shape[1:])
+    tune_storage = store.url_for(f"{RunPaths(config['run_id']).root}/tune")
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(Path(folder), model, history, early_stopping)
-            tune.report({**row, "finished": False}, checkpoint=tune.Checkpoint.from_directory(folder))
+            # Tune copies the folder into the run's storage inside report, in this thread.
+            with space_checked("to copy a checkpoint into the run's storage", tune_storage,
+                               "free space there, or choose another --store"):
+                tune.report({**row, "finished": False}, checkpoint=tune.Checkpoint.from_directory(folder))
 
     started = time.perf_counter()
     resumed_from = len(history)

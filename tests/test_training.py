@@ -16,13 +16,13 @@ from keras.src.trainers.data_adapters.array_slicing import train_validation_spli
 
 from tasks.architectures import build_model, compile_for_seed_protocol
 from tasks.config import PipelineConfig, build_config
-from tasks.errors import ConfigError, DatasetVersionNotFound
+from tasks.errors import CheckpointError, ConfigError, DatasetVersionNotFound
 from tasks.fanout import TrainingError, run_trials
 from tasks.protocol import epoch_permutation
 from tasks.shards import load_split, publish_dataset
 from tasks.store import open_store
 from tasks.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
-                            to_model_input, trial_data)
+                            starting_state, to_model_input, trial_data)
 from trial_processes import history_len, newest_checkpoint_state, trial_pids, wait_for
 
 
@@ -277,3 +277,87 @@ def test_a_run_killed_before_tunes_first_state_save_starts_its_trials_afresh(ray
     metrics = run_trials(config, store, run_id, version)["baseline"]
     assert metrics["epochs"] == 1 and metrics["resumed_from_epoch"] == 0
     assert has_experiment_state(filesystem, str(tune_folder))
+
+
+# --- a checkpoint is complete or absent; a full disk says where ---------------------------------------------
+
+def saved_checkpoint(folder) -> None:
+    config = trial_config()
+    save_checkpoint(folder, fresh_model("mlp1", config), [{"epoch": 1, "loss": 1.0}], {"wait": 0, "stopped": False})
+
+
+def truncate_model(folder) -> None:
+    path = folder / "model.keras"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a save cut short
+
+
+def strip_manifest(folder) -> None:
+    """What a checkpoint written before the manifest looks like, with its model.keras torn too."""
+    state = json.loads((folder / "state.json").read_text())
+    del state["model_file"]
+    (folder / "state.json").write_text(json.dumps(state))
+    truncate_model(folder)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (truncate_model, "model.keras has "),
+    (lambda folder: (folder / "state.json").write_text('{"history": [{"epo'), "state.json is not readable JSON"),
+    (lambda folder: (folder / "state.json").unlink(), "state.json is missing"),
+    (lambda folder: (folder / "model.keras").unlink(), "model.keras is missing"),
+    (strip_manifest, "model.keras does not load"),
+], ids=["model-torn", "state-torn", "state-missing", "model-missing", "legacy-torn"])
+def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_repair(tmp_path, damage, problem):
+    saved_checkpoint(tmp_path)
+    load_checkpoint(tmp_path)  # whole, it loads
+    damage(tmp_path)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {tmp_path} is incomplete or damaged: {problem}")
+    assert "delete it to train that trial again" in message and "\n" not in message
+
+
+def test_a_trial_given_a_damaged_checkpoint_trains_again_from_its_first_epoch(tmp_path):
+    from ray.tune import Checkpoint
+
+    from tasks.architectures import ARCHITECTURES
+
+    config = trial_config()
+    saved_checkpoint(tmp_path)
+    truncate_model(tmp_path)
+    model, history, early_stopping = starting_state(ARCHITECTURES["mlp1"], config, Checkpoint.from_directory(tmp_path))
+    assert history == [] and early_stopping is None
+    assert same_state(model, fresh_model("mlp1", config))  # the seed protocol's fresh start, as if never trained
+
+
+OUT_OF_SPACE = """
+import resource, signal, sys
+from pathlib import Path
+from tasks.architectures import build_model, compile_for_seed_protocol
+from tasks.errors import DiskFullError
+from tasks.training import save_checkpoint
+model = build_model("mlp1")  # its model.keras is ~800 KB
+compile_for_seed_protocol(model, 1)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    save_checkpoint(Path(sys.argv[1]), model, [], {"wait": 0})
+except DiskFullError as exc:
+    print(exc)
+"""
+
+
+def test_a_checkpoint_that_runs_out_of_space_says_no_space_and_where(tmp_path):
+    """The write really fails in the kernel: a file-size limit (RLIMIT_FSIZE) smaller than model.keras ends the
+    write in EFBIG, as a full disk ends it in ENOSPC."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", OUT_OF_SPACE, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = result.stdout.strip()
+    assert line.startswith(f"no space left to write a checkpoint at {tmp_path} (File too large: the disk is full")
+    assert "point TMPDIR at a disk with room" in line and "\n" not in line
+    with pytest.raises(CheckpointError):  # what it left behind is never taken for a checkpoint
+        load_checkpoint(tmp_path)
