@@ -403,6 +403,17 @@ def store_failure_in(exc: BaseException) -> BaseException | None:
     return None
 
 
+def trial_error_line(error: BaseException) -> str:
+    """One line for a failed trial. Tune hands back a RayTaskError whose text is the trial's whole traceback,
+    ending in `module.Type: message`; our own errors (a full disk, a damaged checkpoint, the store) are lines
+    written for the user, so the trial's exception (the RayTaskError's `cause`) is shown as it is."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, PipelineError):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None, manifest: dict | None = None) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture."""
@@ -426,8 +437,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
 
     failed = {r.config["architecture"]: r.error for r in results if r.error}
     if failed:
-        details = "; ".join(f"{arch}: {type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
-                            for arch, err in failed.items())
+        details = "; ".join(f"{arch}: {trial_error_line(err)}" for arch, err in failed.items())
         raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
                             f"Fix the cause and resume with `fmnist run --resume {run_id}`")
     # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.

@@ -361,3 +361,39 @@ def test_a_checkpoint_that_runs_out_of_space_says_no_space_and_where(tmp_path):
     assert "point TMPDIR at a disk with room" in line and "\n" not in line
     with pytest.raises(CheckpointError):  # what it left behind is never taken for a checkpoint
         load_checkpoint(tmp_path)
+
+
+def train_with_a_file_size_limit(config: dict) -> None:
+    """train_trial in a Tune trial whose files may not grow past 256 KiB: its first checkpoint's model.keras
+    (~800 KB) really fails with EFBIG. SIGXFSZ is blocked in this thread only (signal handlers belong to the
+    main thread), so the write returns the error instead of killing the trial's process."""
+    import resource
+
+    from tasks.training import train_trial
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXFSZ})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))
+    try:
+        train_trial(config)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_trial_whose_checkpoint_runs_out_of_space_fails_with_one_line_saying_where(ray_local, local_dataset):
+    import sys
+    import tempfile
+
+    import ray
+
+    from tasks.fanout import make_tuner, trial_error_line
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial's process cannot import tests/
+    store, version = local_dataset
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["mlp1"], max_epochs=1,
+                            train_rows=1000, test_rows=200, max_failures=0)
+    results = make_tuner(config, store, f"full-{uuid.uuid4().hex[:6]}", version,
+                         trainable=train_with_a_file_size_limit).fit()
+    line = trial_error_line(results[0].error)
+    assert line.startswith(f"DiskFullError: no space left to write a checkpoint at {tempfile.gettempdir()}/"), line
+    assert "File too large" in line and "TMPDIR" in line and "\n" not in line
