@@ -237,7 +237,6 @@ def _checkpoint_dirs(trial_dir: Path) -> list[Path]:
     return sorted(trial_dir.glob("checkpoint_*"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10, item 1: Tune restores only the checkpoint its saved state names")
 def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_deleted_one(ray_local,
                                                                                        local_store_with_data):
     """Issue 10, item 1: Tune (num_to_keep=1) deletes checkpoint_K once checkpoint_K+1 is written, even when the
@@ -268,6 +267,9 @@ def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_delete
     named.rename(newer)  # the outage: K+1 written, K deleted, the state still naming K
     epochs_done = len(json.loads((newer / "state.json").read_text())["history"])
 
-    metrics = run_trials(config, store, run_id, version)["cnn2"]
+    said: list[str] = []
+    metrics = run_trials(config, store, run_id, version, progress=said.append)["cnn2"]
+    assert f"resuming from {newer.name} ({epochs_done} epochs); the saved state named {named.name} (missing)" \
+        in "\n".join(said)
     assert metrics["resumed_from_epoch"] == epochs_done
     assert history_epochs(store, run_id, "cnn2") == list(range(1, 6))  # no gap, no duplicate
