@@ -22,6 +22,7 @@ from tasks.shards import load_manifest
 from tasks.store import Store
 from tasks.runs import RunPaths
 from tasks.training import load_dataset_arrays, train_trial
+from tasks.tune_state import repair_experiment_state
 
 Progress = Callable[[str], None]
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
@@ -372,6 +373,9 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     resourced = tune.with_resources(trainable, trial_resources(config))
     if has_experiment_state(filesystem, experiment):
         progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
+        # Tune restores only the checkpoint its saved state names, which a store outage can leave deleted
+        # (num_to_keep=1, design §10): point each unfinished trial at its newest complete checkpoint first.
+        repair_experiment_state(store, f"{RunPaths(run_id).root}/tune", progress)
         return tune.Tuner.restore(experiment, resourced, resume_errored=True, storage_filesystem=filesystem)
     param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
                    "architecture": tune.grid_search(list(config.architectures))}

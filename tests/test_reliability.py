@@ -21,7 +21,7 @@ import pytest
 
 from tasks.config import PipelineConfig
 from tasks.errors import StoreError
-from tasks.fanout import run_trials
+from tasks.fanout import TrainingError, run_trials
 from tasks.shards import publish_dataset
 from tasks.store import open_store
 from trial_processes import history_len, trial_pids, wait_for
@@ -231,3 +231,45 @@ def test_a_damaged_champion_file_keeps_the_runs_table_and_exits_2_then_resume_pr
     assert json.loads(store.get_bytes("runs/night-x/summary.json"))["promoted"] is True
     assert json.loads(store.get_bytes("models/champion.json"))["overall"]["run_id"] == "night-x"
     assert store.exists("runs/night-x/run.json")
+
+
+def _checkpoint_dirs(trial_dir: Path) -> list[Path]:
+    return sorted(trial_dir.glob("checkpoint_*"))
+
+
+def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_deleted_one(ray_local,
+                                                                                       local_store_with_data):
+    """Issue 10, item 1: Tune (num_to_keep=1) deletes checkpoint_K once checkpoint_K+1 is written, even when the
+    experiment-state upload that would name K+1 fails (a long store outage). The stored state then names a
+    checkpoint that is gone. Reproduced exactly: a trial stopped after some epochs, then its named checkpoint_K
+    moved to checkpoint_K+1 (what the outage leaves). A resume must continue from checkpoint_K+1."""
+    store, version = local_store_with_data
+    run_id = f"stale-ckpt-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["cnn2"], max_epochs=5, train_rows=6000,
+                            test_rows=500, max_failures=0)
+
+    def kill_after_second_checkpoint():
+        wait_for(lambda: history_len(store, run_id) >= 2, 240, "two checkpointed epochs")
+        for pid in trial_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+    killer.start()
+    with pytest.raises(TrainingError):
+        run_trials(config, store, run_id, version)
+    killer.join(timeout=5)
+
+    tune_dir = Path(store.uri.removeprefix("file://")) / "runs" / run_id / "tune"
+    (trial_dir,) = [p for p in tune_dir.glob("*architecture=cnn2*") if p.is_dir()]
+    (named,) = _checkpoint_dirs(trial_dir)  # the one the saved state names (num_to_keep=1)
+    assert any(named.name in p.read_text() for p in tune_dir.glob("experiment_state-*.json"))
+    newer = trial_dir / f"checkpoint_{int(named.name.split('_')[1]) + 1:06d}"
+    named.rename(newer)  # the outage: K+1 written, K deleted, the state still naming K
+    epochs_done = len(json.loads((newer / "state.json").read_text())["history"])
+
+    said: list[str] = []
+    metrics = run_trials(config, store, run_id, version, progress=said.append)["cnn2"]
+    assert f"resuming from {newer.name} ({epochs_done} epochs); the saved state named {named.name} (missing)" \
+        in "\n".join(said)
+    assert metrics["resumed_from_epoch"] == epochs_done
+    assert history_epochs(store, run_id, "cnn2") == list(range(1, 6))  # no gap, no duplicate
