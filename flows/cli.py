@@ -101,7 +101,7 @@ def _quiet_expected_tracebacks() -> None:
 
     def without_expected_traceback(format_record):
         def format(record: logging.LogRecord) -> str:
-            if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+            if record.exc_info and isinstance(record.exc_info[1], (PipelineError, KeyboardInterrupt)):
                 record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
             return format_record(record)
         return format
@@ -111,6 +111,21 @@ def _quiet_expected_tracebacks() -> None:
                 if isinstance(h, PrefectConsoleHandler)}
     for handler in handlers.values():
         handler.format = without_expected_traceback(handler.format)  # type: ignore[method-assign]
+
+
+def _interrupted(config: PipelineConfig) -> str:
+    """What an interrupted run leaves, and the command that finishes it."""
+    from tasks.runs import RunPaths
+    from tasks.store import open_store
+
+    try:
+        claimed = open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
+    except PipelineError:
+        claimed = True  # the store did not answer: say how to resume, it may well be there
+    if not claimed:
+        return "interrupted before the run began; nothing to resume"
+    store = "" if config.store == absolute_store_uri("./artifacts") else f" --store {config.store}"
+    return f"interrupted: resume with `fmnist run --resume {config.run_id}{store}`"
 
 
 def _check_prefect_server() -> None:
@@ -167,10 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = prepare_flow(config)
             print(describe(result, config.store))
         elif args.command == "run":
+            from flows.interrupts import EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants
             from flows.run import run_flow
-            from tasks.runs import RunPaths
+            from tasks.runs import RunPaths, new_run_id
 
-            result = run_flow(config)
+            # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
+            config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
+            handle_interrupts(lambda: f"fmnist run: {_interrupted(config)}")
+            try:
+                result = run_flow(config)
+            except KeyboardInterrupt:
+                stop_descendants(grace_s=3)  # local Ray, its trials, Prefect's temporary server
+                say_farewell()
+                return EXIT_INTERRUPTED
             print(result["markdown"])
             print(f"artifacts: {result['store'].rstrip('/')}/{RunPaths(result['run_id']).root}/")
         return 0
@@ -179,6 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"fmnist {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a run began (checks, imports, Prefect's start), or in another command
+        from flows.interrupts import EXIT_INTERRUPTED, stop_descendants
+
+        stop_descendants(grace_s=3)
+        print(f"fmnist {args.command}: interrupted" + (" before the run began; nothing to resume"
+                                                       if args.command == "run" else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

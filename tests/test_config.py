@@ -145,6 +145,7 @@ def test_resume_refuses_options_that_change_the_run_and_keeps_the_stored_config(
     store = str(tmp_path / "store")
     run = claim_run(PipelineConfig(preset="quick", store=store, run_id="q1", architectures=["cnn2"]))
     assert not run.resumed and (tmp_path / "store/runs/q1/config.json").is_file()
+    run.release()  # as a run that ended unfinished: resumable
 
     resumed = _config_from(_parser().parse_args(["run", "--resume", "q1", "--store", store, "--cpus-per-trial", "2"]))
     assert (resumed.preset, resumed.train_rows, resumed.architectures, resumed.cpus_per_trial) == ("quick", 3000, ["cnn2"], 2.0)
@@ -159,4 +160,6 @@ def test_resume_refuses_options_that_change_the_run_and_keeps_the_stored_config(
     # The flow's own claim (the UI path: every field sent) refuses the same.
     with pytest.raises(ConfigError, match="max_epochs: the run has 2, given 100"):
         claim_run(PipelineConfig(store=store, run_id="q1", architectures=["cnn2"], train_rows=3000, test_rows=1000))
-    assert claim_run(PipelineConfig(preset="quick", store=store, run_id="q1", architectures=["cnn2"])).resumed
+    resumed_run = claim_run(PipelineConfig(preset="quick", store=store, run_id="q1", architectures=["cnn2"]))
+    assert resumed_run.resumed
+    resumed_run.release()

@@ -1,0 +1,106 @@
+"""Ctrl-C in a terminal: the first stops the run within seconds, a second quits at once, nothing is left running.
+
+A terminal sends SIGINT to the whole process group: this process, its local Ray (raylet, GCS, agents, trials)
+and Prefect's temporary server. Ray Tune's own handler would instead wind the experiment down gracefully for
+minutes and then hand back unfinished trials; the job turns it off (TUNE_DISABLE_SIGINT_HANDLER) and stops
+its own process tree instead: the trials' per-epoch checkpoints are already in the store, so a resume loses at
+most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Callable
+
+_farewell: Callable[[], str] = lambda: "interrupted"  # noqa: E731  (set by handle_interrupts)
+_said = threading.Event()
+
+
+def say_farewell() -> None:
+    """The last line of an interrupted run (once, whichever path ends the process)."""
+    if not _said.is_set():
+        _said.set()
+        print(_farewell(), file=sys.stderr, flush=True)
+
+# After the first Ctrl-C, the longest the job waits for its own clean-up before it quits anyway: Prefect's engine
+# keeps trying to report the crash to its temporary server, which the same Ctrl-C has stopped.
+GRACE_S = 8.0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
+
+
+def descendants(root: int) -> list[int]:
+    """The processes below `root` (children first-level first), from /proc: Linux only, empty elsewhere."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:  # "pid (comm) state ppid …"; comm may hold spaces
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # ended while we looked
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def stop_descendants(grace_s: float) -> None:
+    """Terminate every process this one started (local Ray, trials, Prefect's temporary server), then kill what
+    is left after `grace_s`: none of them is of use once the run is interrupted."""
+    pids = descendants(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone but for its parent's wait: count it as ended
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _quit_now(signum: int, frame: FrameType | None) -> None:
+    stop_descendants(grace_s=0.5)
+    say_farewell()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _quit_after_grace() -> None:
+    time.sleep(GRACE_S)
+    print(f"fmnist: clean-up took over {GRACE_S:.0f} s; quitting", file=sys.stderr, flush=True)
+    _quit_now(signal.SIGINT, None)
+
+
+def _first_interrupt(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGINT, _quit_now)
+    print("\nfmnist: interrupted, stopping the trials (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+    threading.Thread(target=_quit_after_grace, name="interrupt-deadline", daemon=True).start()
+    raise KeyboardInterrupt
+
+
+def handle_interrupts(farewell: Callable[[], str]) -> None:
+    """From now on a Ctrl-C raises KeyboardInterrupt once (the caller cleans up, calls say_farewell and exits 130),
+    with a deadline; `farewell` makes the last line (how to resume)."""
+    global _farewell
+    _farewell = farewell
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    signal.signal(signal.SIGINT, _first_interrupt)
