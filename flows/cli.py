@@ -4,6 +4,7 @@ the Prefect UI form and Ray all see the same defaults and the same checks."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import traceback
@@ -52,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.lru_cache(maxsize=4)
+def _open_store(uri: str, s3_endpoint: str | None):
+    """The store, opened (and on S3 checked) once however many checks before Prefect look at it."""
+    from tasks.store import open_store
+
+    return open_store(uri, s3_endpoint)
+
+
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config options typed on the command line (argparse leaves the others None)."""
     return {name: getattr(args, name) for name in PipelineConfig.model_fields if getattr(args, name, None) is not None}
@@ -61,7 +70,6 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
     """The config the options describe; for a run id that exists in the store (--resume, or --run-id of an
     unfinished run), the config that run stored when it began, with the options given that don't change it."""
     from tasks.runs import RunPaths, read_stored_config, refuse_finished, resume_config
-    from tasks.store import open_store
 
     given = _given_options(args)
     if getattr(args, "resume", None):
@@ -69,7 +77,7 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
     config = build_config(**given)
     if args.command != "run" or not config.run_id:
         return config
-    store = open_store(config.store, config.s3_endpoint)
+    store = _open_store(config.store, config.s3_endpoint)
     refuse_finished(store, config.run_id)
     stored = read_stored_config(store, config.run_id)
     if stored is not None:
@@ -84,9 +92,8 @@ def _check_before_prefect(config: PipelineConfig) -> None:
     """What can be checked in a second is checked before Prefect's server starts (which takes many): the store
     answers, and the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s)."""
     from tasks.dataset import fetch_dataset
-    from tasks.store import open_store
 
-    open_store(config.store, config.s3_endpoint)
+    _open_store(config.store, config.s3_endpoint)
     fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
 
 
@@ -116,10 +123,9 @@ def _quiet_expected_tracebacks() -> None:
 def _interrupted(config: PipelineConfig) -> str:
     """What an interrupted run leaves, and the command that finishes it."""
     from tasks.runs import RunPaths
-    from tasks.store import open_store
 
     try:
-        claimed = open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
+        claimed = _open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
     except PipelineError:
         claimed = True  # the store did not answer: say how to resume, it may well be there
     if not claimed:
@@ -158,6 +164,7 @@ def _show_champions(store_uri: str, s3_endpoint: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _open_store.cache_clear()  # one command, one opening (main() may be called many times in one process)
     try:
         if args.command == "champion":
             _show_champions(absolute_store_uri(args.store), args.s3_endpoint)

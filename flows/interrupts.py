@@ -17,6 +17,13 @@ import time
 from types import FrameType
 from typing import Callable
 
+from tasks.processes import descendants, pid_alive
+
+# After the first Ctrl-C, the longest the job waits for its own clean-up before it quits anyway: Prefect's engine
+# keeps trying to report the crash to its temporary server, which the same Ctrl-C has stopped.
+GRACE_S = 8.0
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
+
 _farewell: Callable[[], str] = lambda: "interrupted"  # noqa: E731  (set by handle_interrupts)
 _said = threading.Event()
 
@@ -26,29 +33,6 @@ def say_farewell() -> None:
     if not _said.is_set():
         _said.set()
         print(_farewell(), file=sys.stderr, flush=True)
-
-# After the first Ctrl-C, the longest the job waits for its own clean-up before it quits anyway: Prefect's engine
-# keeps trying to report the crash to its temporary server, which the same Ctrl-C has stopped.
-GRACE_S = 8.0
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by Ctrl-C
-
-
-def descendants(root: int) -> list[int]:
-    """The processes below `root` (children first-level first), from /proc: Linux only, empty elsewhere."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:  # "pid (comm) state ppid …"; comm may hold spaces
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue  # ended while we looked
-    found, frontier = [], [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
 
 
 def stop_descendants(grace_s: float) -> None:
@@ -62,20 +46,8 @@ def stop_descendants(grace_s: float) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
             time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone but for its parent's wait: count it as ended
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _quit_now(signum: int, frame: FrameType | None) -> None:

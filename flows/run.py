@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from contextlib import contextmanager
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 
 from flows.prepare import fetch, shard_and_publish
 from tasks.champion import Decision, promote
@@ -38,48 +38,28 @@ def join_ray(config: PipelineConfig) -> None:
     check_trials_fit(config, get_run_logger().info)  # before a run is claimed for trials no node can hold
 
 
-def _this_flow_run_is_being_cancelled() -> bool:
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return False
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(context.flow_run.id).state
-    return state is not None and (state.is_cancelling() or state.is_cancelled())
-
-
 @contextmanager
-def cancellable_through_ray() -> Iterator[None]:
-    """Let a cancel from the Prefect UI end the flow run as Cancelled, not Crashed.
+def signals_unwrapped_from_ray() -> Iterator[None]:
+    """Let a cancel from the Prefect UI reach Prefect as the signal it is.
 
-    On cancel the runner sends the flow process SIGTERM. `ray.init` replaced Prefect's SIGTERM handler with Ray's,
-    which raises SystemExit in the driver, and the runner's cancel intent did not reach the engine (seen with
-    Prefect 3.9 + Ray 2.60): Prefect would record a crash with Ray's traceback. When the API says this flow run is
-    being cancelled, hand Prefect the cancel it expects; the trials stop with the process's local Ray, and
-    `fmnist run --resume RUN_ID` continues from their checkpoints.
+    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.fanout.connect_ray)
+    raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
+    by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
     """
     try:
         yield
-    except SystemExit as exc:
-        if not _this_flow_run_is_being_cancelled():
-            raise
-        try:
-            from prefect._internal import control_listener  # Prefect 3's runner-to-engine cancel intent
-            from prefect.exceptions import TerminationSignal
-        except ImportError:  # another Prefect: the run shows as crashed, and still resumes
-            raise exc from None
-        control_listener._set_intent("cancel")
-        raise TerminationSignal(signal.SIGTERM) from None
+    except SystemError as exc:
+        if isinstance(exc.__cause__, TerminationSignal):
+            raise exc.__cause__ from None
+        raise
 
 
 @task(cache_policy=NO_CACHE)  # no Prefect retries: Ray's FailureConfig restarts trials from checkpoints
 def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
-    with cancellable_through_ray():
+    with signals_unwrapped_from_ray():
         return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info,
-                          manifest=run.dataset.manifest if run.dataset else None)
+                          manifest=run.manifest)
 
 
 def _retry_only_store_faults(task, task_run, state) -> bool:

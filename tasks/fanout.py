@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 import socket
 import time
 from dataclasses import dataclass
@@ -166,12 +170,27 @@ def connect_ray(address: str | None) -> None:
         return
     check_ray_reachable(address)
     target = address or os.environ.get("RAY_ADDRESS") or None
+    with sigterm_handler_kept():
+        try:
+            ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise RayConnectError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / "
+                                  "RAY_ADDRESS or leave it empty for a local Ray") from None
+
+
+@contextmanager
+def sigterm_handler_kept() -> Iterator[None]:
+    """Keep whoever handled SIGTERM before `ray.init` (a Prefect flow run: its bridge that turns the runner's
+    cancel into a Cancelled state). Ray's driver installs a handler that exits with SystemExit instead, which
+    Prefect can only record as a crash."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
-        ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    except ConnectionError as exc:
-        raise RayConnectError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / RAY_ADDRESS "
-                              "or leave it empty for a local Ray") from None
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def alive_nodes() -> int:

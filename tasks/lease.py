@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from tasks.errors import ConfigError, PipelineError
+from tasks.processes import pid_alive
 from tasks.store import Store
 
 LEASE_TTL_S = float(os.environ.get("FMNIST_LEASE_TTL_S", "120"))  # a holder on another host silent this long is gone
@@ -28,19 +29,9 @@ class RunInProgress(ConfigError):
     """Another live process holds the run's lease."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def holder_alive(holder: dict[str, Any], now: float) -> bool:
     if holder.get("host") == socket.gethostname():
-        return _pid_alive(int(holder.get("pid", -1)))
+        return pid_alive(int(holder.get("pid", -1)))
     return now - float(holder.get("renewed_at", 0)) < LEASE_TTL_S
 
 

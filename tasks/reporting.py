@@ -119,7 +119,7 @@ def _publish_summary(run: Run, metrics_by_arch: dict[str, dict], code: str, deci
                      champion_error: str = "") -> dict[str, Any]:
     """Figure 1, summary.json and summary.md (not run.json: the caller decides whether the run is finished)."""
     store, paths, version = run.store, run.paths, run.dataset_version
-    images, labels, _ = load_split(store, version, "train", rows=1000, manifest=run.dataset.manifest if run.dataset else None)
+    images, labels, _ = load_split(store, version, "train", rows=1000, manifest=run.manifest)
     store.put_bytes(paths.samples, samples_png(images, labels, CLASS_NAMES))
     rows = table1_rows(metrics_by_arch)
     promoted = [d.slot for d in decisions if d.promoted]

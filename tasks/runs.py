@@ -88,9 +88,16 @@ class Run:
 
     @property
     def dataset_version(self) -> str:
+        return self.prepared().version
+
+    @property
+    def manifest(self) -> dict:
+        return self.prepared().manifest
+
+    def prepared(self) -> PrepareResult:
         if self.dataset is None:
             raise RuntimeError(f"run {self.run_id}: the dataset is not prepared yet")  # a bug in the flow, not input
-        return self.dataset.version
+        return self.dataset
 
     def with_dataset(self, dataset: PrepareResult) -> "Run":
         return replace(self, dataset=dataset)

@@ -91,6 +91,17 @@ def s3_store_uri(s3_server: SeaweedServer) -> str:
     return f"s3://{s3_server.bucket}/test-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    """The same test on both backends: a local folder, and a fresh prefix on the session's SeaweedFS."""
+    from tasks.store import open_store
+
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    server = request.getfixturevalue("s3_server")
+    return open_store(request.getfixturevalue("s3_store_uri"), s3_endpoint=server.endpoint)
+
+
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     with environ(PREFECT_SERVER_ANALYTICS_ENABLED="false"):

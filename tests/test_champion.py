@@ -19,14 +19,6 @@ def metrics(arch: str, accuracy: float, test_rows: int = 10_000) -> dict:
             "model_sha256": "0" * 64, "dataset_version": "v1"}
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return open_store(str(tmp_path / "store"))
-    server = request.getfixturevalue("s3_server")
-    return open_store(request.getfixturevalue("s3_store_uri"), server.endpoint)
-
-
 def test_first_full_run_becomes_champion(store):
     decisions = promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92), "mlp1": metrics("mlp1", 0.88)}, margin=0.002)
     assert all(d.promoted for d in decisions)

@@ -14,15 +14,6 @@ import tasks.lease as lease_module
 from tasks.config import PipelineConfig
 from tasks.lease import RunInProgress, RunLease
 from tasks.runs import RunPaths, claim_run
-from tasks.store import open_store
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return open_store(str(tmp_path / "store"))
-    server = request.getfixturevalue("s3_server")
-    return open_store(request.getfixturevalue("s3_store_uri"), server.endpoint)
 
 
 def lease_of(store, run_id: str) -> RunLease:

@@ -24,7 +24,7 @@ from tasks.errors import StoreError
 from tasks.fanout import TrainingError, run_trials
 from tasks.shards import publish_dataset
 from tasks.store import open_store
-from trial_processes import history_len, trial_pids, wait_for
+from trial_processes import history_len, trial_pids, trials_killed_after, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +45,9 @@ def test_a_killed_trial_worker_resumes_from_its_last_epoch(ray_local, local_stor
     run_id = f"killed-worker-{uuid.uuid4().hex[:6]}"
     config = PipelineConfig(preset="quick", store=store.uri, architectures=["cnn2"], max_epochs=6, train_rows=6000,
                             test_rows=500, max_failures=2)
-    killed: list[int] = []
 
-    def kill_after_second_checkpoint():
-        wait_for(lambda: history_len(store, run_id) >= 2, 240, "two checkpointed epochs")
-        for pid in trial_pids():
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
-    killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
-    killer.start()
-    metrics = run_trials(config, store, run_id, version)["cnn2"]
-    killer.join(timeout=5)
+    with trials_killed_after(store, run_id, epochs=2) as killed:
+        metrics = run_trials(config, store, run_id, version)["cnn2"]
 
     assert killed, "no trial process was found to kill"
     assert metrics["resumed_from_epoch"] >= 2  # restarted from a checkpoint, not from scratch

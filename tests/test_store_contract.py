@@ -13,14 +13,6 @@ from tasks.errors import StoreError
 from tasks.store import LocalStore, MissingKey, S3Store, Store, open_store
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path) -> Store:
-    if request.param == "local":
-        return open_store(str(tmp_path / "store"))
-    s3_server = request.getfixturevalue("s3_server")
-    return open_store(request.getfixturevalue("s3_store_uri"), s3_endpoint=s3_server.endpoint)
-
-
 def test_open_store_picks_the_backend(store: Store) -> None:
     assert isinstance(store, (LocalStore, S3Store))
     assert store.url_for("a/b.json") == store.uri.rstrip("/") + "/a/b.json"

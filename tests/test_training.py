@@ -6,7 +6,6 @@ import math
 import os
 import shutil
 import signal
-import threading
 import uuid
 
 import keras
@@ -23,7 +22,7 @@ from tasks.shards import load_split, publish_dataset
 from tasks.store import open_store
 from tasks.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
                             starting_state, to_model_input, trial_data)
-from trial_processes import history_len, newest_checkpoint_state, trial_pids, wait_for
+from trial_processes import newest_checkpoint_state, trials_killed_after
 
 
 @pytest.mark.parametrize("rows, fraction", [(60_000, 0.2), (60_000, 0.1), (3_000, 0.2), (2_999, 0.1), (101, 0.2)])
@@ -241,18 +240,9 @@ def test_a_trial_killed_after_epoch_2_ends_bit_identical_to_one_never_interrupte
     straight, killed_run = f"straight-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:6]}"
     run_trials(config, store, straight, version)
 
-    killed: list[int] = []
 
-    def kill_after_epoch_2() -> None:
-        wait_for(lambda: history_len(store, killed_run) >= 2, 240, "epoch 2's checkpoint", interval=0.05)
-        for pid in trial_pids():
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-
-    killer = threading.Thread(target=kill_after_epoch_2, daemon=True)
-    killer.start()
-    metrics = run_trials(config, store, killed_run, version)["mlp3_dropout"]
-    killer.join(timeout=5)
+    with trials_killed_after(store, killed_run, epochs=2, interval=0.05) as killed:
+        metrics = run_trials(config, store, killed_run, version)["mlp3_dropout"]
 
     assert killed, "no trial process was found to kill"
     assert 2 <= metrics["resumed_from_epoch"] < 4, "the kill did not land between epoch 2 and the end"

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -58,6 +62,24 @@ def newest_checkpoint_state(store, run_id: str) -> dict | None:
         return json.loads(store.get_bytes(states[-1]))
     except Exception:  # a checkpoint being replaced under us
         return None
+
+
+@contextmanager
+def trials_killed_after(store, run_id: str, epochs: int, interval: float = 0.2) -> Iterator[list[int]]:
+    """While the block runs the trials, SIGKILL this test's trial processes once the run's newest checkpoint holds
+    `epochs` epochs; yields the list of pids killed (empty if the kill never came)."""
+    killed: list[int] = []
+
+    def kill() -> None:
+        wait_for(lambda: history_len(store, run_id) >= epochs, 240, f"epoch {epochs}'s checkpoint", interval=interval)
+        for pid in trial_pids():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill, daemon=True)
+    killer.start()
+    yield killed
+    killer.join(timeout=5)
 
 
 def history_len(store, run_id: str) -> int:
