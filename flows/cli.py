@@ -189,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = prepare_flow(config)
             print(describe(result, config.store))
         elif args.command == "run":
-            from flows.interrupts import EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants
+            from flows.interrupts import (EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants,
+                                          was_interrupted)
             from flows.run import run_flow
             from tasks.runs import RunPaths, new_run_id
 
@@ -198,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             handle_interrupts(lambda: f"fmnist run: {_interrupted(config)}")
             try:
                 result = run_flow(config)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if not isinstance(exc, KeyboardInterrupt) and not was_interrupted():
+                    raise
                 stop_descendants(grace_s=3)  # local Ray, its trials, Prefect's temporary server
                 say_farewell()
                 return EXIT_INTERRUPTED

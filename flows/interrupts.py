@@ -26,6 +26,13 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for a job stopped by 
 
 _farewell: Callable[[], str] = lambda: "interrupted"  # noqa: E731  (set by handle_interrupts)
 _said = threading.Event()
+_pressed = threading.Event()
+
+
+def was_interrupted() -> bool:
+    """Whether Ctrl-C was pressed: then a SystemExit from Ray (its raylet, in the same process group, died of the
+    same Ctrl-C and `ray.wait` exits) is the interrupt arriving by another road, not a failure of its own."""
+    return _pressed.is_set()
 
 
 def say_farewell() -> None:
@@ -63,6 +70,7 @@ def _quit_after_grace() -> None:
 
 
 def _first_interrupt(signum: int, frame: FrameType | None) -> None:
+    _pressed.set()
     signal.signal(signal.SIGINT, _quit_now)
     print("\nfmnist: interrupted, stopping the trials (Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
     threading.Thread(target=_quit_after_grace, name="interrupt-deadline", daemon=True).start()
