@@ -10,12 +10,22 @@ import sys
 import traceback
 from typing import Any, Sequence
 
-from tasks.config import PipelineConfig, absolute_store_uri, build_config
+from tasks.config import PipelineConfig, SearchConfig, absolute_store_uri, build_config, build_search_config
 from tasks.errors import ConfigError, PipelineError
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    for name, field in PipelineConfig.model_fields.items():
+# Filled in by the run itself (the recipes a 'best' run resolved), never typed.
+NOT_OPTIONS = ("recipes",)
+
+
+def _config_class(command: str) -> type[PipelineConfig]:
+    return SearchConfig if command == "search" else PipelineConfig
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_class: type[PipelineConfig] = PipelineConfig) -> None:
+    for name, field in config_class.model_fields.items():
+        if name in NOT_OPTIONS:
+            continue
         flag = "--" + name.replace("_", "-")
         if name == "architectures":
             parser.add_argument(flag, type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
@@ -38,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the main job: prepare, train the five models through Ray, report")
     _add_config_options(run)
     run.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished run (same as --run-id RUN_ID)")
+    search = commands.add_parser("search", help="search each architecture's training recipe (Optuna + ASHA), retrain "
+                                                "the winners with several seeds, keep the best recipes")
+    _add_config_options(search, SearchConfig)
     deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped)")
     deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
     deploy.add_argument("--cron", default="0 2 * * *", help="schedule (default: '0 2 * * *', 02:00 every night)")
@@ -48,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     champion = commands.add_parser("champion", help="show the current champion models")
     champion.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
     champion.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
-    for command in (prepare, run, deploy, champion):
+    for command in (prepare, run, search, deploy, champion):
         _add_debug_option(command)
     return parser
 
@@ -63,7 +76,8 @@ def _open_store(uri: str, s3_endpoint: str | None):
 
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config options typed on the command line (argparse leaves the others None)."""
-    return {name: getattr(args, name) for name in PipelineConfig.model_fields if getattr(args, name, None) is not None}
+    fields = _config_class(args.command).model_fields
+    return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
 
 
 def _config_from(args: argparse.Namespace) -> PipelineConfig:
@@ -72,6 +86,8 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
     from tasks.runs import RunPaths, read_stored_config, refuse_finished, resume_config
 
     given = _given_options(args)
+    if args.command == "search":
+        return build_search_config(**given)
     if getattr(args, "resume", None):
         given["run_id"] = args.resume
     config = build_config(**given)
@@ -93,7 +109,11 @@ def _check_before_prefect(config: PipelineConfig) -> None:
     answers, and the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s)."""
     from tasks.dataset import fetch_dataset
 
-    _open_store(config.store, config.s3_endpoint)
+    store = _open_store(config.store, config.s3_endpoint)
+    if config.recipe == "best" and not config.recipes:
+        from tasks.recipes import best_recipes
+
+        best_recipes(store, config.preset, list(config.architectures))  # none stored: say so now, not in the flow
     fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
 
 
@@ -120,7 +140,7 @@ def _quiet_expected_tracebacks() -> None:
         handler.format = without_expected_traceback(handler.format)  # type: ignore[method-assign]
 
 
-def _interrupted(config: PipelineConfig) -> str:
+def _interrupted(config: PipelineConfig, command: str = "run") -> str:
     """What an interrupted run leaves, and the command that finishes it."""
     from tasks.runs import RunPaths
 
@@ -130,6 +150,9 @@ def _interrupted(config: PipelineConfig) -> str:
         claimed = True  # the store did not answer: say how to resume, it may well be there
     if not claimed:
         return "interrupted before the run began; nothing to resume"
+    if command == "search":
+        return (f"interrupted: what the search trained is under {RunPaths(config.run_id or '-').root}/search in "
+                f"{config.store}; a search is not resumed: start `fmnist search` again")
     store = "" if config.store == absolute_store_uri("./artifacts") else f" --store {config.store}"
     return f"interrupted: resume with `fmnist run --resume {config.run_id}{store}`"
 
@@ -174,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_prefect_server()
         else:
             _check_before_prefect(config)
-        if args.command == "run":  # Ray's own connect never gives up: fail in seconds, before Prefect starts
+        if args.command in ("run", "search"):  # Ray's own connect never gives up: fail in seconds, before Prefect
             from tasks.fanout import check_ray_reachable
             check_ray_reachable(config.ray_address)
         if not args.debug:
@@ -188,17 +211,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = prepare_flow(config)
             print(describe(result, config.store))
-        elif args.command == "run":
+        elif args.command in ("run", "search"):
             from flows.interrupts import (EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants,
                                           was_interrupted)
-            from flows.run import run_flow
             from tasks.runs import RunPaths, new_run_id
 
             # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
             config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
-            handle_interrupts(lambda: f"fmnist run: {_interrupted(config)}")
+            handle_interrupts(lambda: f"fmnist {args.command}: {_interrupted(config, args.command)}")
             try:
-                result = run_flow(config)
+                if args.command == "search":
+                    from flows.search import search_flow
+
+                    result = search_flow(config)
+                else:
+                    from flows.run import run_flow
+
+                    result = run_flow(config)
             except (KeyboardInterrupt, SystemExit) as exc:
                 if not isinstance(exc, KeyboardInterrupt) and not was_interrupted():
                     raise
@@ -218,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stop_descendants(grace_s=3)
         print(f"fmnist {args.command}: interrupted" + (" before the run began; nothing to resume"
-                                                       if args.command == "run" else ""), file=sys.stderr)
+                                                       if args.command in ("run", "search") else ""),
+              file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

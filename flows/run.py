@@ -18,7 +18,9 @@ from tasks.config import PipelineConfig
 from tasks.errors import ChampionFileError, PipelineError, StoreError
 from tasks.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
 from tasks.reporting import keep_unpromoted_summary, publish_report, run_record
+from tasks.recipes import resolve_recipes
 from tasks.runs import Run, claim_run
+from tasks.store import open_store
 
 # Tune warns on every per-epoch checkpoint of short epochs; the checkpoints are intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -26,8 +28,10 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 
 @task(cache_policy=NO_CACHE)
 def claim(config: PipelineConfig) -> Run:
-    """A new run id with its config stored, or the unfinished run given (resumed as it began); never a finished run."""
-    return claim_run(config)
+    """A new run id with its config stored, or the unfinished run given (resumed as it began); never a finished run.
+    A run with recipe 'best' stores the recipes it will train with."""
+    store = open_store(config.store, config.s3_endpoint)
+    return claim_run(resolve_recipes(config, store), store)
 
 
 @task(cache_policy=NO_CACHE)
@@ -89,6 +93,8 @@ def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dic
 def table_artifact_key(config: PipelineConfig) -> str:
     """One table history per comparable protocol: the nightly full runs under `fmnist-table1`, quick (smoke) runs
     under `fmnist-table1-quick`, anything with changed protocol values under `fmnist-table1-custom`."""
+    if config.recipe != "report":
+        return f"fmnist-table1-{config.recipe}"
     if not config.comparable:
         return "fmnist-table1-custom"
     return "fmnist-table1" if config.preset == "full" else f"fmnist-table1-{config.preset}"

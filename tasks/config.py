@@ -13,10 +13,13 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.architectures import ARCHITECTURES, REPORT_ARCHITECTURES
 from tasks.errors import ConfigError
 
-ArchitectureName = Literal["baseline", "mlp1", "mlp3_dropout", "cnn1_mlp", "cnn2"]
-ALL_ARCHITECTURES: tuple[str, ...] = ("baseline", "mlp1", "mlp3_dropout", "cnn1_mlp", "cnn2")
+# Every registered architecture can be named; the report's five are the default.
+ArchitectureName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
+ALL_ARCHITECTURES: tuple[str, ...] = REPORT_ARCHITECTURES
+RecipeChoice = Literal["report", "best"]
 PresetName = Literal["full", "quick"]
 
 # A preset fills the fields it names when they are empty (None); a value the user gives wins over it.
@@ -32,7 +35,8 @@ PRESET_FIELDS: tuple[str, ...] = ("max_epochs", "train_rows", "test_rows")
 # Fields that decide what a run trains on and how: a resumed run keeps its own, and runs whose values differ
 # from their preset's are not comparable with that preset's history.
 PROTOCOL_FIELDS: tuple[str, ...] = ("preset", "source", "rows_per_shard", "architectures", "max_epochs", "batch_size",
-                                    "patience", "train_rows", "test_rows", "seed", "steps_per_execution")
+                                    "patience", "train_rows", "test_rows", "seed", "steps_per_execution", "recipe",
+                                    "recipes")
 
 COMPARABILITY_FIELDS: tuple[str, ...] = ("batch_size", "patience", "seed")
 
@@ -66,8 +70,15 @@ class PipelineConfig(BaseModel):
                     "Debian's /usr/share/datasets/fashion-mnist, then the upstream mirror).")
     rows_per_shard: int = Field(10_000, ge=100, le=1_000_000, description="Rows in each Parquet shard.")
     architectures: list[ArchitectureName] = Field(
-        default_factory=lambda: list(ALL_ARCHITECTURES), min_length=1, description="Which of the five models to train."
-    )
+        default_factory=lambda: list(ALL_ARCHITECTURES), min_length=1,
+        description="Which models to train: the report's five by default; 'resnet_bn' (ours, a small residual CNN) "
+                    "by name.")
+    recipe: RecipeChoice = Field(
+        "report", description="How to train: 'report' (the report's protocol) or 'best' (the best recipe per "
+                              "architecture that `fmnist search` stored for this preset).")
+    recipes: dict[str, dict] | None = Field(
+        None, description="Filled in when a run begins with recipe 'best' (the recipes it trains with, kept for "
+                          "--resume); leave empty.")
     max_epochs: int | None = Field(
         None, ge=1, le=10_000,
         description="Upper bound on epochs; early stopping may end sooner (empty: the preset's, full 100, quick 2).")
@@ -120,6 +131,17 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"each architecture at most once, found {value}")
         return value
 
+    @field_validator("recipes")
+    @classmethod
+    def _valid_recipes(cls, value: dict[str, dict] | None) -> dict[str, dict] | None:
+        from tasks.recipes import parse_recipe
+
+        for architecture, recipe in (value or {}).items():
+            if architecture not in ARCHITECTURES:
+                raise ValueError(f"recipe for {architecture!r}: no such architecture; expected some of {sorted(ARCHITECTURES)}")
+            parse_recipe(recipe, f"the recipe of {architecture}")
+        return value
+
     @field_validator("store")
     @classmethod
     def _absolute_local_store(cls, value: str) -> str:
@@ -153,15 +175,17 @@ class PipelineConfig(BaseModel):
     @property
     def comparable(self) -> bool:
         """Exactly its preset's protocol (a subset of the models aside): comparable with that preset's history."""
-        return not self.overrides and all(getattr(self, name) == PipelineConfig.model_fields[name].default
-                                          for name in COMPARABILITY_FIELDS)
+        return not self.overrides and self.recipe == "report" and all(
+            getattr(self, name) == PipelineConfig.model_fields[name].default for name in COMPARABILITY_FIELDS)
 
     def protocol(self) -> str:
         """The resolved protocol in words, for logs and summaries: never a preset name that did not apply."""
         changed = ", ".join(f"{name}={value}" for name, value in self.overrides.items())
         return (f"preset '{self.preset}'" + (f" with {changed}" if changed else "")
                 + f": {_rows(self.train_rows, 60_000)} train rows, {_rows(self.test_rows, 10_000)} test rows, "
-                  f"up to {self.max_epochs} epochs, batch {self.batch_size}, patience {self.patience}, seed {self.seed}")
+                  f"up to {self.max_epochs} epochs, batch {self.batch_size}, patience {self.patience}, seed {self.seed}"
+                + ("" if self.recipe == "report" else f", recipe '{self.recipe}' (the stored best per architecture: "
+                                                      "batch and epochs their own, epochs capped by max_epochs)"))
 
     def form_parameters(self) -> dict[str, Any]:
         """This config as a deployment's parameters: the preset's fields left empty where they equal the preset's,
@@ -212,5 +236,50 @@ def build_config(**values: Any) -> PipelineConfig:
     """Validate `values` into a config, raising ConfigError that names each bad field."""
     try:
         return PipelineConfig(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+_DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def seconds_of(value: Any) -> Any:
+    """'90', '90s', '30m', '2h' → seconds (a number passes through); anything else is left for pydantic to refuse."""
+    if isinstance(value, str):
+        match = _DURATION_PATTERN.match(value)
+        if match:
+            return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    return value
+
+
+class SearchConfig(PipelineConfig):
+    """`fmnist search`: a run's config plus the search's budget and scheduler. The search space is the recipe
+    (tasks.recipes.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
+
+    recipe: Literal["report"] = Field(
+        "report", description="A search starts from the report's layers and searches the recipe; always 'report'.")
+    num_samples: int = Field(16, ge=1, le=10_000, description="Recipes tried per architecture.")
+    time_budget: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600,
+        description="Wall-clock limit of the whole search in seconds (CLI also '30m', '2h'); when it is reached the "
+                    "search ends cleanly with the trials it has, and the winners are retrained (empty: no limit).")
+    scheduler: Literal["asha", "fifo"] = Field(
+        "asha", description="'asha' stops poor recipes after a few epochs; 'fifo' trains every recipe to its budget.")
+    grace_period: int = Field(2, ge=1, le=10_000, description="ASHA: epochs every trial gets before it can be stopped.")
+    reduction_factor: float = Field(3.0, ge=1.5, le=100, description="ASHA: keep the top 1/reduction_factor at each rung.")
+    max_concurrent: int | None = Field(
+        None, ge=1, le=10_000, description="Trials at once (empty: as many as the cluster's CPUs and GPUs hold).")
+    seeds: int = Field(3, ge=1, le=20, description="Each architecture's winning recipe is retrained with this many "
+                                                   "seeds (seed, seed+1, …); Table 1 gives their mean ± std.")
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return seconds_of(value)
+
+
+def build_search_config(**values: Any) -> SearchConfig:
+    try:
+        return SearchConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError, StoreError
@@ -348,9 +348,9 @@ def _progress_callback(progress: Progress):
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             arch = trial.config["architecture"]
-            if result.get("finished"):
+            if result.get("finished") and "test_accuracy" in result:
                 progress(f"{arch}: finished after {result.get('epoch')} epochs, test accuracy {100 * result['test_accuracy']:.2f}%")
-            else:
+            else:  # an epoch (a search trial's last one too: it has no test accuracy)
                 progress(f"{arch}: epoch {result['epoch']} val_accuracy {100 * result['val_accuracy']:.2f}% "
                          f"({result['seconds']:.1f} s)")
 
@@ -378,13 +378,15 @@ def has_experiment_state(filesystem, experiment: str) -> bool:
 
 def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial,
-               manifest: dict | None = None):
-    """A Tuner with one trial per architecture, storing under runs/<run_id>/tune; restored if that exists."""
+               manifest: dict | None = None, name: str = "tune", grid: dict[str, list] | None = None,
+               extra: dict[str, Any] | None = None):
+    """A Tuner with one trial per architecture (times each `grid` value), storing under runs/<run_id>/<name>;
+    restored if that exists. `extra` adds to (or overrides) each trial's config."""
     from ray import tune
 
     filesystem, base = store.arrow_filesystem()
     storage_path = f"{base}/{RunPaths(run_id).root}"
-    experiment = f"{storage_path}/tune"
+    experiment = f"{storage_path}/{name}"
     if trainable is train_trial:
         # Decode the rows once here; Ray's object store hands them to every trial (one copy per node).
         arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows, manifest)
@@ -394,15 +396,16 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
         progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
         # Tune restores only the checkpoint its saved state names, which a store outage can leave deleted
         # (num_to_keep=1, design §10): point each unfinished trial at its newest complete checkpoint first.
-        repair_experiment_state(store, f"{RunPaths(run_id).root}/tune", progress)
+        repair_experiment_state(store, f"{RunPaths(run_id).root}/{name}", progress)
         return tune.Tuner.restore(experiment, resourced, resume_errored=True, storage_filesystem=filesystem)
-    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
-                   "architecture": tune.grid_search(list(config.architectures))}
+    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version, "experiment": name,
+                   "architecture": tune.grid_search(list(config.architectures)),
+                   **{key: tune.grid_search(values) for key, values in (grid or {}).items()}, **(extra or {})}
     return tune.Tuner(
         resourced,
         param_space=param_space,
         run_config=tune.RunConfig(
-            name="tune",
+            name=name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
@@ -447,6 +450,16 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     check_trials_fit(config, progress)  # before Tune, which would wait forever for an impossible trial
     keep_secrets_out_of_trial_env()
     tuner = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest)
+    results = fit_or_explain(tuner, config, store, run_id, resume_with=f"fmnist run --resume {run_id}")
+    # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
+    trained = [r.config["architecture"] for r in results]
+    return {arch: json.loads(store.get_bytes(RunPaths(run_id).metrics(arch))) for arch in trained}
+
+
+def fit_or_explain(tuner, config: PipelineConfig, store: Store, run_id: str, resume_with: str,
+                   tolerate_failures: bool = False):
+    """`tuner.fit()`, its store failures as one StoreError line and (unless tolerated) its failed trials as one
+    TrainingError line, each saying what is kept and the command that goes on."""
     try:
         results = tuner.fit()
     except Exception as exc:
@@ -456,13 +469,10 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
         raise StoreError(f"run {run_id}: Ray Tune lost the store {store.uri}"
                          f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
                          f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
-                         f"resume with `fmnist run --resume {run_id}`") from None
-
-    failed = {r.config["architecture"]: r.error for r in results if r.error}
-    if failed:
-        details = "; ".join(f"{arch}: {trial_error_line(err)}" for arch, err in failed.items())
+                         f"resume with `{resume_with}`") from None
+    failed = [(r.config.get("artifact_name") or r.config["architecture"], r.error) for r in results if r.error]
+    if failed and not tolerate_failures:
+        details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)
         raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
-                            f"Fix the cause and resume with `fmnist run --resume {run_id}`")
-    # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
-    trained = [r.config["architecture"] for r in results]
-    return {arch: json.loads(store.get_bytes(RunPaths(run_id).metrics(arch))) for arch in trained}
+                            f"Fix the cause and resume with `{resume_with}`")
+    return results

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks.architectures import ARCHITECTURES, Architecture, build_model, compile_for_seed_protocol
+from tasks.architectures import ARCHITECTURES, Architecture, build_model
 from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError
-from tasks.protocol import shuffled_for_epoch
+from tasks.protocol import augmented, shuffled_for_epoch
+from tasks.recipes import Recipe, compile_with_recipe, recipe_for, recipe_from_sample
 from tasks.runs import RunPaths
 from tasks.shards import CLASS_NAMES, load_split
 from tasks.store import Store, open_store
@@ -77,7 +78,9 @@ def load_dataset_arrays(store: Store, version: str, train_rows: int | None, test
 
 
 def trial_data(arrays: SplitArrays, validation_split: float, input_shape: tuple) -> TrialData:
-    (train_images, train_labels), (test_images, test_labels) = arrays["train"], arrays["test"]
+    """Fit and validation rows from the train split; the test rows if `arrays` has them (a search's trials don't)."""
+    train_images, train_labels = arrays["train"]
+    test_images, test_labels = arrays.get("test", (np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.int64)))
     x, y = to_model_input(train_images, input_shape), one_hot(train_labels)
     split_at = seed_protocol_split(len(x), validation_split)
     return TrialData(x[:split_at], y[:split_at], x[split_at:], y[split_at:],
@@ -146,10 +149,11 @@ def _callbacks(patience: int, early_stopping_state: dict | None, on_epoch: Any) 
     return early_stopping, EpochReport()
 
 
-def fit_epochs(model, data: TrialData, config: dict, first_epoch: int, early_stopping_state: dict | None,
-               on_epoch: Any) -> None:
-    """Epochs `first_epoch` .. max_epochs-1 (or until early stopping), each one `fit` call on the fit rows in
-    that epoch's own order (tasks.protocol), with `shuffle=False` so Keras keeps that order.
+def fit_epochs(model, data: TrialData, recipe: Recipe, config: dict, first_epoch: int,
+               early_stopping_state: dict | None, on_epoch: Any) -> None:
+    """Epochs `first_epoch` .. recipe.epochs-1 (or until early stopping), each one `fit` call on the fit rows in
+    that epoch's own order (tasks.protocol), augmented if the recipe says so, with `shuffle=False` so Keras keeps
+    that order.
 
     Why one `fit` per epoch: Keras draws its shuffle inside `fit`, the same order every epoch once seeded. A
     keras.utils.PyDataset reshuffling in on_epoch_end was measured slower (Python per batch): mlp1, 48,000 fit
@@ -157,11 +161,12 @@ def fit_epochs(model, data: TrialData, config: dict, first_epoch: int, early_sto
     copy of the rows (~35 ms) and `fit`'s set-up; on cnn2 it is within noise (1.81 vs 1.75 s, 10,800 rows).
     """
     early_stopping, report = _callbacks(config["patience"], early_stopping_state, on_epoch)
-    for epoch in range(first_epoch, config["max_epochs"]):
+    for epoch in range(first_epoch, recipe.epochs):
         report.started = time.perf_counter()
         x_fit, y_fit = shuffled_for_epoch(config["seed"], epoch, data.x_fit, data.y_fit)
+        x_fit = augmented(x_fit, config["seed"], epoch, recipe.augmentation)
         model.fit(x_fit, y_fit, validation_data=(data.x_val, data.y_val), shuffle=False,
-                  batch_size=config["batch_size"], validation_batch_size=config["eval_batch_size"],
+                  batch_size=recipe.batch_size, validation_batch_size=config["eval_batch_size"],
                   initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                   callbacks=[early_stopping, report])  # early stopping first: the report saves its updated state
         if model.stop_training:  # set by early stopping; the next `fit` would clear it
@@ -337,7 +342,8 @@ def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
         return load_checkpoint(Path(folder))
 
 
-def starting_state(architecture: Architecture, config: dict, checkpoint) -> tuple[Any, list[dict], dict | None]:
+def starting_state(architecture: Architecture, config: dict, checkpoint, recipe: Recipe | None = None,
+                   fit_rows: int = 0) -> tuple[Any, list[dict], dict | None]:
     """(model, history, early-stopping state) from Tune's checkpoint, else a fresh model.
 
     A damaged checkpoint is not the end of the trial: Tune keeps one checkpoint (num_to_keep=1), so there is no
@@ -352,8 +358,9 @@ def starting_state(architecture: Architecture, config: dict, checkpoint) -> tupl
         except CheckpointError as exc:
             print(f"{architecture.key}: {exc}; training again from the first epoch instead", file=sys.stderr, flush=True)
             keras.utils.set_random_seed(config["seed"])  # loading may have drawn from the seeded generators
-    model = build_model(architecture.key)
-    compile_for_seed_protocol(model, steps_per_execution=config["steps_per_execution"])
+    recipe = recipe or recipe_for(config, architecture.key)
+    model = build_model(architecture.key, dropout=recipe.dropout)
+    compile_with_recipe(model, recipe, fit_rows, steps_per_execution=config["steps_per_execution"])
     return model, [], None
 
 
@@ -382,42 +389,91 @@ def summarize(architecture: Architecture, model, history: list[dict], data: Tria
     }
 
 
+def report_with_checkpoint(model, history: list[dict], early_stopping: dict, result: dict, storage: str) -> None:
+    """Save a checkpoint of the epoch just trained and hand it to Tune with the epoch's result."""
+    from ray import tune
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(Path(folder), model, history, early_stopping)
+        # Tune copies the folder into the run's storage inside report, in this thread.
+        with space_checked("to copy a checkpoint into the run's storage", storage,
+                           "free space there, or choose another --store"):
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def fit_rows_of(arrays: SplitArrays, architecture: Architecture) -> int:
+    return seed_protocol_split(len(arrays["train"][0]), architecture.validation_split)
+
+
 def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
-    """Ray Tune function trainable: one architecture, the seed protocol, one report per epoch.
+    """Ray Tune function trainable: one architecture, its recipe (the report's protocol unless the run resolved
+    others), one report and checkpoint per epoch, then the test set once and the artifacts.
 
     `arrays` are the decoded rows, shared through Ray's object store (tune.with_parameters):
     read-only and zero-copy for every trial on a node. Without them the trial reads the shards.
+    `config["artifact_name"]` (default: the architecture) names the folder under runs/<run_id>/.
     """
     from ray import tune
 
     architecture = ARCHITECTURES[config["architecture"]]
     configure_backend(config["cpus_per_trial"])
     store = open_store(config["store"], config.get("s3_endpoint"))
-    prefix = artifact_prefix(config["run_id"], architecture.key)
+    prefix = artifact_prefix(config["run_id"], config.get("artifact_name") or architecture.key)
     if store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt of this run: nothing to redo
         tune.report({**json.loads(store.get_bytes(f"{prefix}/metrics.json")), "finished": True})
         return
 
-    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint())
     if arrays is None:
         arrays = load_dataset_arrays(store, config["dataset_version"], config["train_rows"], config["test_rows"])
+    recipe = recipe_for(config, architecture.key)
+    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
+                                                          fit_rows_of(arrays, architecture))
     data = trial_data(arrays, architecture.validation_split, model.input_shape[1:])
-    tune_storage = store.url_for(f"{RunPaths(config['run_id']).root}/tune")
+    storage = store.url_for(f"{RunPaths(config['run_id']).root}/{config.get('experiment', 'tune')}")
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
-        with tempfile.TemporaryDirectory() as folder:
-            save_checkpoint(Path(folder), model, history, early_stopping)
-            # Tune copies the folder into the run's storage inside report, in this thread.
-            with space_checked("to copy a checkpoint into the run's storage", tune_storage,
-                               "free space there, or choose another --store"):
-                tune.report({**row, "finished": False}, checkpoint=tune.Checkpoint.from_directory(folder))
+        report_with_checkpoint(model, history, early_stopping, {**row, "finished": False}, storage)
 
     started = time.perf_counter()
     resumed_from = len(history)
     if not (early_stopping_state or {}).get("stopped"):  # a trial that stopped early resumes to publish only
-        fit_epochs(model, data, config, len(history), early_stopping_state, on_epoch)
+        fit_epochs(model, data, recipe, config, len(history), early_stopping_state, on_epoch)
 
     metrics = summarize(architecture, model, history, data, config, resumed_from, time.perf_counter() - started)
+    metrics.update(seed=config["seed"], recipe_name=config.get("recipe", "report"), recipe=recipe.model_dump())
     publish_artifacts(store, prefix, model, history, metrics, f"{architecture.report_name} ({architecture.key})")
     tune.report({**metrics, "epoch": len(history), "finished": True})
+
+
+def search_trial(config: dict, arrays: SplitArrays | None = None) -> None:
+    """Ray Tune function trainable of `fmnist search`: one sampled recipe (config["recipe"]) on one architecture.
+
+    It sees the training rows only, split into fit and validation rows as a run splits them: the test rows are
+    not passed in and never read here (winners are chosen on validation accuracy; tasks.search tests them once).
+    One report per epoch with `finished` set on the last one, so a trial that ends without it was stopped by the
+    scheduler (ASHA) or the time budget. Nothing is published: the winners are retrained with several seeds.
+    """
+    from ray import tune
+
+    architecture = ARCHITECTURES[config["architecture"]]
+    configure_backend(config["cpus_per_trial"])
+    if arrays is None:
+        store = open_store(config["store"], config.get("s3_endpoint"))
+        arrays = {"train": load_split(store, config["dataset_version"], "train", config["train_rows"])[:2]}
+    train_only: SplitArrays = {"train": arrays["train"]}
+    recipe = recipe_from_sample(config["recipe"])
+    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
+                                                          fit_rows_of(train_only, architecture))
+    data = trial_data(train_only, architecture.validation_split, model.input_shape[1:])
+    storage = f"{config['store']} (runs/{config['run_id']}/{config.get('experiment', 'search')})"
+
+    def on_epoch(row: dict, early_stopping: dict) -> None:
+        history.append(row)
+        finished = early_stopping["stopped"] or row["epoch"] >= recipe.epochs
+        best = max(r["val_accuracy"] for r in history)
+        report_with_checkpoint(model, history, early_stopping,
+                               {**row, "best_val_accuracy": best, "finished": finished}, storage)
+
+    if not (early_stopping_state or {}).get("stopped"):
+        fit_epochs(model, data, recipe, config, len(history), early_stopping_state, on_epoch)

@@ -9,7 +9,7 @@ REPORT_PARAMS = {"baseline": 7_850, "mlp1": 203_530, "mlp3_dropout": 247_766, "c
 
 
 def test_registry_matches_the_config_choices():
-    assert tuple(ARCHITECTURES) == ALL_ARCHITECTURES
+    assert tuple(k for k, a in ARCHITECTURES.items() if a.in_report) == ALL_ARCHITECTURES
 
 
 @pytest.mark.parametrize("key", ALL_ARCHITECTURES)

@@ -20,6 +20,7 @@ from tasks.fanout import TrainingError, run_trials
 from tasks.protocol import epoch_permutation
 from tasks.shards import load_split, publish_dataset
 from tasks.store import open_store
+from tasks.recipes import report_recipe
 from tasks.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
                             starting_state, to_model_input, trial_data)
 from trial_processes import newest_checkpoint_state, trials_killed_after
@@ -31,6 +32,11 @@ def test_validation_rows_are_the_last_fraction_exactly_as_keras_takes_them(rows,
     (fit,), (val,) = train_validation_split((x,), validation_split=fraction)
     split_at = seed_protocol_split(rows, fraction)
     assert np.array_equal(x[:split_at], np.asarray(fit)) and np.array_equal(x[split_at:], np.asarray(val))
+
+
+def protocol_of(config: dict):
+    """The report's protocol as the recipe fit_epochs takes, with the test config's batch and epochs."""
+    return report_recipe(config["batch_size"], config["max_epochs"])
 
 
 def test_pixels_are_divided_by_255_and_shaped_for_the_model():
@@ -140,7 +146,7 @@ def test_each_epoch_sees_its_own_order_of_the_rows_in_batches_of_128():
 
     def orders(first_epoch: int) -> list[np.ndarray]:
         seen.clear()
-        fit_epochs(model, data, config, first_epoch, None, lambda row, state: None)
+        fit_epochs(model, data, protocol_of(config), config, first_epoch, None, lambda row, state: None)
         assert [len(batch) for batch in seen] == ([128] * 7 + [rows - 7 * 128]) * (config["max_epochs"] - first_epoch)
         return np.split(np.concatenate(seen), config["max_epochs"] - first_epoch)
 
@@ -175,11 +181,11 @@ def test_a_model_restored_from_its_checkpoint_trains_on_bit_identically(tmp_path
         if len(history) == 2:
             save_checkpoint(tmp_path, model, history, early_stopping)
 
-    fit_epochs(model, data, config, 0, None, checkpoint_after_epoch_2)
+    fit_epochs(model, data, protocol_of(config), config, 0, None, checkpoint_after_epoch_2)
 
     def resume(folder) -> tuple:
         restored, restored_history, early_stopping = load_checkpoint(folder)
-        fit_epochs(restored, data, config, len(restored_history), early_stopping,
+        fit_epochs(restored, data, protocol_of(config), config, len(restored_history), early_stopping,
                    lambda row, state: restored_history.append(row))
         return restored, restored_history
 

@@ -1,0 +1,211 @@
+"""Training recipes as data: how a model is trained, apart from what it is.
+
+The report's protocol is one recipe (Adam with its defaults, batch 128, constant rate, no smoothing, no augmentation,
+the architecture's dropout). `fmnist search` looks for better ones per architecture; the best found so far is kept in
+the store under recipes/<preset>/<architecture>.json (a compare-and-swap write) and `fmnist run --recipe best` trains
+with them. Plain pydantic and numpy here: Ray trials import this module, Prefect is not imported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.architectures import ARCHITECTURES
+from tasks.errors import ConfigError, StoreError
+from tasks.store import Store
+
+if TYPE_CHECKING:
+    from tasks.config import PipelineConfig
+
+Optimizer = Literal["adam", "adamw"]
+Schedule = Literal["constant", "cosine", "one_cycle"]
+Augmentation = Literal["none", "shift", "shift_flip"]
+
+ONE_CYCLE_WARMUP = 0.3  # fraction of the steps spent rising to the peak rate (Smith's one-cycle: ~0.3)
+ONE_CYCLE_START = 25.0  # the rate starts at peak / 25, as in PyTorch's OneCycleLR default
+
+
+class Recipe(BaseModel):
+    """One way to train an architecture; the defaults are the report's protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    learning_rate: float = Field(0.001, gt=0, le=1, description="Peak learning rate (Adam's default 0.001).")
+    batch_size: int = Field(128, ge=8, le=8192, description="Training batch size (the report: 128).")
+    optimizer: Optimizer = Field("adam", description="'adam' (the report), or 'adamw' (decoupled weight decay).")
+    weight_decay: float = Field(0.0, ge=0, le=0.5, description="AdamW's weight decay (0 with 'adam').")
+    schedule: Schedule = Field("constant", description="'constant' (the report), 'cosine' decay to 0 over the "
+                                                       "epochs, or 'one_cycle' (warm-up to the peak, then cosine).")
+    label_smoothing: float = Field(0.0, ge=0, le=0.5, description="Cross-entropy label smoothing (the report: 0).")
+    augmentation: Augmentation = Field("none", description="'none' (the report), 'shift' (random shifts of up to 2 "
+                                                           "pixels) or 'shift_flip' (and horizontal flips).")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Rate of every Dropout layer (empty: the "
+                                                                "architecture's, 0.4 in the report).")
+    epochs: int = Field(100, ge=1, le=10_000, description="Epoch budget (early stopping may end sooner).")
+
+    @model_validator(mode="after")
+    def _weight_decay_needs_adamw(self) -> "Recipe":
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError(f"weight_decay {self.weight_decay} applies to optimizer 'adamw' only; found 'adam'")
+        return self
+
+    def describe(self) -> str:
+        decay = f" wd {self.weight_decay:.1e}" if self.optimizer == "adamw" else ""
+        dropout = "" if self.dropout is None else f", dropout {self.dropout:.2f}"
+        return (f"{self.optimizer}{decay} lr {self.learning_rate:.1e} {self.schedule}, batch {self.batch_size}, "
+                f"smoothing {self.label_smoothing:.2f}, aug {self.augmentation}{dropout}, {self.epochs} epochs")
+
+
+def parse_recipe(values: Any, where: str) -> Recipe:
+    """A Recipe from a dict, or ConfigError naming `where`, each bad field, what it expects and what it found."""
+    try:
+        return Recipe.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']} (found {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ConfigError(f"{where}: not a valid recipe: {problems}") from None
+
+
+def report_recipe(batch_size: int = 128, epochs: int = 100) -> Recipe:
+    """The report's protocol as a recipe (with the run's batch size and epoch bound)."""
+    return Recipe(batch_size=batch_size, epochs=epochs)
+
+
+def recipe_for(config: dict, architecture: str) -> Recipe:
+    """The recipe a trial trains with, from the config it was given (PipelineConfig.model_dump()).
+
+    A run with resolved recipes (`--recipe best`) uses its architecture's, its epochs capped by the run's
+    max_epochs (so `--preset quick --recipe best` stays quick); otherwise the report's protocol.
+    """
+    chosen = (config.get("recipes") or {}).get(architecture)
+    if chosen is None:
+        return report_recipe(config["batch_size"], config["max_epochs"])
+    recipe = parse_recipe(chosen, f"the recipe of {architecture}")
+    return recipe.model_copy(update={"epochs": min(recipe.epochs, config["max_epochs"])})
+
+
+def recipe_from_sample(sample: dict) -> Recipe:
+    """A search sample as a Recipe: weight decay is sampled for every trial but means something only for AdamW."""
+    values = dict(sample)
+    if values.get("optimizer") == "adam":
+        values["weight_decay"] = 0.0
+    return parse_recipe(values, "search sample")
+
+
+# --- what Keras trains with ---------------------------------------------------------------------------------------
+
+def learning_rate(recipe: Recipe, steps_per_epoch: int) -> Any:
+    """The rate, or a Keras schedule over the recipe's epochs (its state is the optimizer's `iterations`, which the
+    .keras checkpoint keeps: a resumed trial continues the schedule where it stopped)."""
+    import keras
+
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    total = max(1, steps_per_epoch * recipe.epochs)
+    if recipe.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=total)
+    warmup = max(1, int(ONE_CYCLE_WARMUP * total))
+    return keras.optimizers.schedules.CosineDecay(recipe.learning_rate / ONE_CYCLE_START, decay_steps=max(1, total - warmup),
+                                                  warmup_target=recipe.learning_rate, warmup_steps=warmup)
+
+
+def compile_with_recipe(model, recipe: Recipe, fit_rows: int, steps_per_execution: int = 1) -> None:
+    """Optimizer, schedule and label-smoothed cross-entropy of the recipe; the report's recipe compiles exactly as
+    the seed protocol does (Adam with its defaults, plain categorical cross-entropy)."""
+    import keras
+
+    rate = learning_rate(recipe, math.ceil(fit_rows / recipe.batch_size))
+    optimizer = (keras.optimizers.AdamW(rate, weight_decay=recipe.weight_decay) if recipe.optimizer == "adamw"
+                 else keras.optimizers.Adam(rate))
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing) if recipe.label_smoothing
+            else "categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
+
+
+# --- the search space -------------------------------------------------------------------------------------------
+
+def epoch_budgets(max_epochs: int) -> list[int]:
+    """A quarter, half and all of max_epochs (distinct, at least 1): the search chooses among them."""
+    return sorted({max(1, max_epochs // 4), max(1, max_epochs // 2), max_epochs})
+
+
+def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
+    """Ray Tune distributions over the recipe; the layers stay the architecture's own."""
+    from ray import tune
+
+    space: dict[str, Any] = {
+        "learning_rate": tune.loguniform(1e-4, 1e-2),
+        "batch_size": tune.choice([64, 128, 256]),
+        "optimizer": tune.choice(["adam", "adamw"]),
+        "weight_decay": tune.loguniform(1e-5, 1e-1),
+        "schedule": tune.choice(["constant", "cosine", "one_cycle"]),
+        "label_smoothing": tune.uniform(0.0, 0.15),
+        "augmentation": tune.choice(["none", "shift", "shift_flip"]),
+        "epochs": tune.choice(epoch_budgets(max_epochs)),
+    }
+    if ARCHITECTURES[architecture].dropout is not None:  # the layer list is fixed; its dropout rate is a recipe knob
+        space["dropout"] = tune.uniform(0.0, 0.6)
+    return space
+
+
+# --- the best recipes, kept in the store ---------------------------------------------------------------------------
+
+def recipe_key(preset: str, architecture: str) -> str:
+    return f"recipes/{preset}/{architecture}.json"
+
+
+def read_best(store: Store, preset: str, architecture: str) -> dict | None:
+    """The stored record ({'recipe', 'val_accuracy_mean', 'test_accuracy_mean', 'run_id', …}) or None."""
+    data, _ = store.read_versioned(recipe_key(preset, architecture))
+    if data is None:
+        return None
+    where = store.url_for(recipe_key(preset, architecture))
+    try:
+        record = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not JSON ({exc}); delete it, and the next `fmnist search` stores a new one") from None
+    if not isinstance(record, dict) or "recipe" not in record:
+        raise ConfigError(f"{where}: expected an object with a 'recipe', found {type(record).__name__}; delete it, and "
+                          "the next `fmnist search` stores a new one")
+    parse_recipe(record["recipe"], where)
+    return record
+
+
+def best_recipes(store: Store, preset: str, architectures: list[str]) -> dict[str, dict]:
+    """The stored best recipe of each architecture; ConfigError naming every one that has none."""
+    found = {arch: read_best(store, preset, arch) for arch in architectures}
+    missing = [arch for arch, record in found.items() if record is None]
+    if missing:
+        raise ConfigError(f"--recipe best: no stored recipe for {', '.join(missing)} in "
+                          f"{store.url_for(f'recipes/{preset}/')} (preset '{preset}'); run `fmnist search --preset "
+                          f"{preset} --architectures {','.join(missing)}` first, or use --recipe report")
+    return {arch: record["recipe"] for arch, record in found.items() if record is not None}
+
+
+def resolve_recipes(config: "PipelineConfig", store: Store) -> "PipelineConfig":
+    """A run with recipe 'best' gets the stored recipes written into its config when it begins (so config.json,
+    and a resume, keep the ones it trained with); any other run is returned as it is."""
+    if config.recipe != "best" or config.recipes:
+        return config
+    return config.model_copy(update={"recipes": best_recipes(store, config.preset, list(config.architectures))})
+
+
+def keep_if_better(store: Store, preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:
+    """Store `record` as the architecture's best recipe if it beats the stored one on mean validation accuracy
+    (never on test accuracy: the test set only reports). Compare-and-swap, so two searches finishing at once
+    cannot lose the better recipe. True if stored."""
+    key = recipe_key(preset, architecture)
+    for _ in range(attempts):
+        data, token = store.read_versioned(key)
+        current = json.loads(data) if data else None
+        if current and current.get("val_accuracy_mean", -1.0) >= record["val_accuracy_mean"]:
+            return False
+        stamped = {**record, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if store.put_if_version(key, json.dumps(stamped, indent=2).encode(), token):
+            return True
+    raise StoreError(f"{store.url_for(key)}: changed by other searches {attempts} times; not updated")

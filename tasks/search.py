@@ -1,0 +1,319 @@
+"""`fmnist search`: Ray Tune searches each architecture's training recipe, then retrains the winners.
+
+Per architecture, one Tune experiment: Optuna's TPE proposes recipes (tasks.recipes.search_space) under a
+concurrency limit the cluster can hold, and ASHA stops the poor ones after a few epochs. The trials see train and
+validation rows only; each architecture's winner is the trial with the best validation accuracy. Only then are the
+test rows read: the winning recipe is retrained with several seeds, each model tested once, and Table 1 gives
+their mean ± standard deviation beside the report's single run. Driver-side code: no Prefect here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from tasks.architectures import ARCHITECTURES
+from tasks.config import PRESETS, SearchConfig
+from tasks.errors import PipelineError
+from tasks.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
+                          keep_secrets_out_of_trial_env, make_tuner, trial_resources, _progress_callback)
+from tasks.recipes import keep_if_better, recipe_from_sample, search_space
+from tasks.runs import RunPaths
+from tasks.shards import load_split
+from tasks.store import Store
+from tasks.training import search_trial
+
+Progress = Callable[[str], None]
+METRIC, MODE = "val_accuracy", "max"
+ARTIFACT_FILES = ("model.keras", "history.csv", "curves.png", "confusion.png")  # metrics.json is published last
+
+
+class SearchError(PipelineError):
+    """A search that produced nothing to choose from."""
+
+
+def leaderboard_key(run_id: str) -> str:
+    return f"{RunPaths(run_id).root}/search/leaderboard.json"
+
+
+# --- one architecture's search ----------------------------------------------------------------------------------
+
+def default_concurrency(config: SearchConfig) -> int:
+    """As many trials at once as the cluster's CPUs (and GPUs, when trials take a share) hold."""
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = [resources.get("CPU", 0) / config.cpus_per_trial]
+    if config.gpus_per_trial:
+        fits.append(resources.get("GPU", 0) / config.gpus_per_trial)
+    return max(1, int(min(fits)))
+
+
+def make_scheduler(config: SearchConfig):
+    """ASHA on validation accuracy over epochs (its rungs at grace_period × reduction_factor^k), which also
+    remembers which trials it stopped; or FIFO, which lets every trial train to its budget."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    if config.scheduler == "fifo":
+        scheduler = FIFOScheduler()
+        scheduler.stopped = set()  # type: ignore[attr-defined]
+        return scheduler
+
+    class RecordingASHA(ASHAScheduler):
+        """ASHAScheduler that records the trials it stopped before their own last epoch."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.stopped: set[str] = set()
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)
+            if decision == TrialScheduler.STOP and not result.get("finished"):
+                self.stopped.add(trial.trial_id)
+            return decision
+
+    return RecordingASHA(time_attr="epoch", max_t=config.max_epochs, grace_period=min(config.grace_period, config.max_epochs),
+                         reduction_factor=config.reduction_factor)
+
+
+def search_tuner(config: SearchConfig, store: Store, run_id: str, dataset_version: str, architecture: str,
+                 train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None, progress: Progress):
+    """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (tuner, scheduler)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    filesystem, base = store.arrow_filesystem()
+    trainable = tune.with_resources(tune.with_parameters(search_trial, arrays={"train": train_rows}),
+                                    trial_resources(config))
+    scheduler = make_scheduler(config)
+    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
+                   "architecture": architecture, "experiment": f"search/{architecture}",
+                   "recipe": search_space(architecture, config.max_epochs)}
+    searcher = ConcurrencyLimiter(OptunaSearch(seed=config.seed),
+                                  max_concurrent=config.max_concurrent or default_concurrency(config))
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=config.num_samples, time_budget_s=time_budget_s),
+        run_config=tune.RunConfig(
+            name=architecture, storage_path=f"{base}/{RunPaths(run_id).root}/search", storage_filesystem=filesystem,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[_progress_callback(progress)], verbose=0),
+    )
+    return tuner, scheduler
+
+
+def how_it_ended(result, stopped_by_asha: set[str], budget_reached: bool) -> str:
+    trial_id = result.metrics.get("trial_id")
+    if result.error:
+        return "failed"
+    if result.metrics.get("finished"):
+        return "finished"
+    if trial_id in stopped_by_asha:
+        return "stopped by ASHA"
+    return "stopped by the time budget" if budget_reached else "stopped"
+
+
+def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budget_reached: bool) -> list[dict]:
+    """One object per trial that trained at least one epoch, best validation accuracy first."""
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        if "best_val_accuracy" not in metrics:
+            continue  # never trained an epoch (the budget ran out first, or it failed at once)
+        ended = how_it_ended(result, stopped_by_asha, budget_reached)
+        rows.append({
+            "architecture": architecture,
+            "trial_id": metrics.get("trial_id"),
+            "config": recipe_from_sample(result.config["recipe"]).model_dump(),
+            "epochs": int(metrics["epoch"]),
+            "best_val_accuracy": float(metrics["best_val_accuracy"]),
+            "stopped_early": ended == "stopped by ASHA",
+            "ended": ended,
+        })
+    return sorted(rows, key=lambda row: -row["best_val_accuracy"])
+
+
+def search_architecture(config: SearchConfig, store: Store, run_id: str, dataset_version: str, architecture: str,
+                        train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None,
+                        progress: Progress) -> list[dict]:
+    progress(f"search {architecture}: {config.num_samples} recipes, {config.scheduler.upper()}"
+             + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else ""))
+    tuner, scheduler = search_tuner(config, store, run_id, dataset_version, architecture, train_rows, time_budget_s,
+                                    progress)
+    started = time.monotonic()
+    results = fit_or_explain(tuner, config, store, run_id, tolerate_failures=True,
+                             resume_with="fmnist search (a search is not resumed: start it again)")
+    budget_reached = time_budget_s is not None and time.monotonic() - started >= time_budget_s * 0.98
+    rows = leaderboard_rows(results, architecture, scheduler.stopped, budget_reached)
+    if not rows:
+        errors = [r.error for r in results if r.error]
+        raise SearchError(f"search {architecture}: no trial trained an epoch"
+                          + (f" ({len(errors)} failed: {str(errors[0]).splitlines()[-1][:300]})" if errors else
+                             " before the time budget ran out; give --time-budget more time"))
+    progress(f"search {architecture}: {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped early, best "
+             f"validation accuracy {100 * rows[0]['best_val_accuracy']:.2f}%")
+    return rows
+
+
+def search_all(config: SearchConfig, store: Store, run_id: str, dataset_version: str, manifest: dict,
+               progress: Progress = lambda _: None) -> list[dict]:
+    """Every architecture's search, one after another (each uses the whole cluster); the time budget is shared
+    out evenly among the architectures not yet searched. Reads the training rows only."""
+    connect_ray(config.ray_address)
+    check_store_reaches_every_node(store.uri)
+    check_trials_fit(config, progress)
+    keep_secrets_out_of_trial_env()
+    images, labels, _ = load_split(store, dataset_version, "train", config.train_rows, manifest)
+    deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
+    rows: list[dict] = []
+    for index, architecture in enumerate(config.architectures):
+        budget = None if deadline is None else max(1.0, (deadline - time.monotonic()) / (len(config.architectures) - index))
+        rows += search_architecture(config, store, run_id, dataset_version, architecture, (images, labels), budget,
+                                    progress)
+    return rows
+
+
+def winners_of(rows: list[dict]) -> dict[str, dict]:
+    """Each architecture's trial with the best validation accuracy (the test set plays no part)."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["architecture"] not in best or row["best_val_accuracy"] > best[row["architecture"]]["best_val_accuracy"]:
+            best[row["architecture"]] = row
+    return best
+
+
+# --- the leaderboard ------------------------------------------------------------------------------------------------
+
+def leaderboard_markdown(run_id: str, rows: list[dict]) -> str:
+    lines = [f"# Search {run_id}: leaderboard", "",
+             "| # | architecture | best val acc % | epochs | ended | recipe |", "|---:|---|---:|---:|---|---|"]
+    from tasks.recipes import Recipe
+
+    for rank, row in enumerate(sorted(rows, key=lambda r: (r["architecture"], -r["best_val_accuracy"])), 1):
+        lines.append(f"| {rank} | {row['architecture']} | {100 * row['best_val_accuracy']:.2f} | {row['epochs']} | "
+                     f"{row['ended']} | {Recipe(**row['config']).describe()} |")
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_table(rows: list[dict]) -> list[dict]:
+    """The leaderboard flat, for the Prefect UI's table artifact: the recipe in words."""
+    from tasks.recipes import Recipe
+
+    return [{**{k: v for k, v in row.items() if k != "config"}, "recipe": Recipe(**row["config"]).describe()}
+            for row in rows]
+
+
+def publish_leaderboard(store: Store, run_id: str, rows: list[dict]) -> None:
+    root = f"{RunPaths(run_id).root}/search"
+    store.put_bytes(f"{root}/leaderboard.md", leaderboard_markdown(run_id, rows).encode())
+    store.put_bytes(f"{root}/leaderboard.json", json.dumps(rows, indent=2).encode())
+
+
+# --- the winners, retrained with several seeds and tested once -------------------------------------------------------
+
+def seed_folder(architecture: str, seed: int) -> str:
+    return f"{architecture}/seed-{seed}"
+
+
+def retrain_winners(config: SearchConfig, store: Store, run_id: str, dataset_version: str, manifest: dict,
+                    winners: dict[str, dict], progress: Progress = lambda _: None) -> dict[str, dict]:
+    """Each winner's recipe trained with seeds seed … seed+seeds-1 (one Tune trial each, through the run's own
+    trainable, so each is tested once and published under <arch>/seed-<n>/); then the seed with the best
+    validation accuracy becomes the architecture's model (<arch>/), its metrics.json giving all seeds."""
+    from ray import tune
+
+    seeds = [config.seed + offset for offset in range(config.seeds)]
+    chosen = config.model_copy(update={"architectures": list(winners)})
+    extra = {"recipe": "search", "recipes": {arch: row["config"] for arch, row in winners.items()},
+             "artifact_name": tune.sample_from(lambda spec: seed_folder(spec.config["architecture"], spec.config["seed"]))}
+    tuner = make_tuner(chosen, store, run_id, dataset_version, progress, manifest=manifest, name="retrain",
+                       grid={"seed": seeds}, extra=extra)
+    fit_or_explain(tuner, config, store, run_id, resume_with="fmnist search (a search is not resumed: start it again)")
+    paths = RunPaths(run_id)
+    return {arch: publish_winner(store, run_id, arch, [json.loads(store.get_bytes(paths.metrics(seed_folder(arch, s))))
+                                                       for s in seeds])
+            for arch in winners}
+
+
+def seed_statistics(per_seed: list[dict]) -> dict[str, Any]:
+    test = np.array([m["test_accuracy"] for m in per_seed])
+    val = np.array([m["best_val_accuracy"] for m in per_seed])
+    return {"seeds": [{"seed": m["seed"], "epochs": m["epochs"], "best_val_accuracy": m["best_val_accuracy"],
+                       "test_accuracy": m["test_accuracy"]} for m in per_seed],
+            "test_accuracy_mean": float(test.mean()),
+            "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,  # sample std of the seeds
+            "val_accuracy_mean": float(val.mean())}
+
+
+def publish_winner(store: Store, run_id: str, architecture: str, per_seed: list[dict]) -> dict:
+    """Copy the chosen seed's files to runs/<run_id>/<arch>/ (metrics.json last), with every seed's numbers."""
+    best = max(per_seed, key=lambda m: m["best_val_accuracy"])
+    paths = RunPaths(run_id)
+    source, target = paths.model_prefix(seed_folder(architecture, best["seed"])), paths.model_prefix(architecture)
+    for name in ARTIFACT_FILES:
+        store.put_bytes(f"{target}/{name}", store.get_bytes(f"{source}/{name}"))
+    metrics = {**best, "chosen_seed": best["seed"], **seed_statistics(per_seed)}
+    store.put_bytes(paths.metrics(architecture), json.dumps(metrics, indent=2).encode())
+    return metrics
+
+
+# --- Table 1 and the stored recipes ---------------------------------------------------------------------------------
+
+def search_table_rows(winners: dict[str, dict]) -> list[dict[str, Any]]:
+    """Table 1 of the search: the winners' test accuracy (mean ± std over seeds) beside the report's single run."""
+    rows = []
+    for key, spec in ARCHITECTURES.items():
+        if key not in winners:
+            continue
+        ours = winners[key]
+        report = spec.report.test_accuracy if spec.report else None
+        mean = 100 * ours["test_accuracy_mean"]
+        rows.append({"model": spec.report_name, "key": key, "params": ours["params"],
+                     "seeds": len(ours["seeds"]), "test_acc_mean": round(mean, 2),
+                     "test_acc_std": round(100 * ours["test_accuracy_std"], 2), "report_test_acc": report,
+                     "test_acc_diff": None if report is None else round(mean - report, 2),
+                     "val_acc_mean": round(100 * ours["val_accuracy_mean"], 2), "epochs": ours["epochs"],
+                     "recipe": ours["recipe"]})
+    return rows
+
+
+def search_table_markdown(run_id: str, rows: list[dict], note: str = "") -> str:
+    from tasks.recipes import Recipe
+
+    lines = [f"# Search {run_id}: Table 1, the winning recipes beside the report", "",
+             "| Model | Params | Test acc % (mean ± std, seeds) | Report | Δ (points) | Val acc % | Recipe |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        report = "—" if r["report_test_acc"] is None else f"{r['report_test_acc']:.2f}"
+        diff = "—" if r["test_acc_diff"] is None else f"{r['test_acc_diff']:+.2f}"
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f} "
+                     f"({r['seeds']}) | {report} | {diff} | {r['val_acc_mean']:.2f} | {Recipe(**r['recipe']).describe()} |")
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def recipes_comparable(config: SearchConfig) -> bool:
+    """Recipes are kept per preset, and only from searches on the preset's own rows (the epoch budget is part of a
+    recipe, so max_epochs may differ)."""
+    preset = PRESETS[config.preset]
+    return config.train_rows == preset["train_rows"] and config.test_rows == preset["test_rows"]
+
+
+def store_recipes(store: Store, config: SearchConfig, run_id: str, winners: dict[str, dict]) -> dict[str, bool]:
+    """Each winner's recipe into recipes/<preset>/<arch>.json where it beats the stored one on mean validation
+    accuracy; {arch: stored?}. Nothing is stored from a search on other rows than its preset's."""
+    if not recipes_comparable(config):
+        return {}
+    return {arch: keep_if_better(store, config.preset, arch, {
+        "architecture": arch, "recipe": metrics["recipe"], "run_id": run_id,
+        "val_accuracy_mean": metrics["val_accuracy_mean"], "test_accuracy_mean": metrics["test_accuracy_mean"],
+        "test_accuracy_std": metrics["test_accuracy_std"], "seeds": len(metrics["seeds"]),
+        "test_rows": metrics["rows"]["test"]}) for arch, metrics in winners.items()}
