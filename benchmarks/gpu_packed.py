@@ -194,11 +194,12 @@ def main_parent(args) -> None:
     settings = {
         "batch_size": defaults["batch_size"], "patience": defaults["patience"], "seed": defaults["seed"],
         "steps_per_execution": defaults["steps_per_execution"], "eval_batch_size": defaults["eval_batch_size"],
-        "max_epochs": env_int("MAX_EPOCHS", defaults["max_epochs"]),
+        # max_epochs' field default is empty (None): the 'full' preset fills it with the report's 100.
+        "max_epochs": env_int("MAX_EPOCHS", defaults["max_epochs"] or 100),
         "train_rows": env_int("TRAIN_ROWS", None), "test_rows": env_int("TEST_ROWS", None),
         "checkpoint": env_int("CHECKPOINT", 1) == 1,
     }
-    full_protocol = (settings["max_epochs"] == defaults["max_epochs"] and not settings["train_rows"]
+    full_protocol = (settings["max_epochs"] == (defaults["max_epochs"] or 100) and not settings["train_rows"]
                      and not settings["test_rows"] and architectures == list(ALL))
     goal_s = float(os.environ.get("GOAL_PACKED_S", "45"))
     with tempfile.TemporaryDirectory(prefix="gpu-packed-") as work:
