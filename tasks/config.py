@@ -139,7 +139,10 @@ class PipelineConfig(BaseModel):
         for architecture, recipe in (value or {}).items():
             if architecture not in ARCHITECTURES:
                 raise ValueError(f"recipe for {architecture!r}: no such architecture; expected some of {sorted(ARCHITECTURES)}")
-            parse_recipe(recipe, f"the recipe of {architecture}")
+            try:
+                parse_recipe(recipe, f"the recipe of {architecture}")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None  # pydantic names the field
         return value
 
     @field_validator("store")

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tasks.architectures import ARCHITECTURES
 from tasks.errors import ConfigError, StoreError
-from tasks.store import Store
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only for annotations: the GPU check imports this module where pyarrow and boto3 are absent
     from tasks.config import PipelineConfig
+    from tasks.store import Store
 
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "cosine", "one_cycle"]
@@ -159,7 +159,7 @@ def recipe_key(preset: str, architecture: str) -> str:
     return f"recipes/{preset}/{architecture}.json"
 
 
-def read_best(store: Store, preset: str, architecture: str) -> dict | None:
+def read_best(store: "Store", preset: str, architecture: str) -> dict | None:
     """The stored record ({'recipe', 'val_accuracy_mean', 'test_accuracy_mean', 'run_id', …}) or None."""
     data, _ = store.read_versioned(recipe_key(preset, architecture))
     if data is None:
@@ -176,18 +176,18 @@ def read_best(store: Store, preset: str, architecture: str) -> dict | None:
     return record
 
 
-def best_recipes(store: Store, preset: str, architectures: list[str]) -> dict[str, dict]:
+def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[str, dict]:
     """The stored best recipe of each architecture; ConfigError naming every one that has none."""
     found = {arch: read_best(store, preset, arch) for arch in architectures}
     missing = [arch for arch, record in found.items() if record is None]
     if missing:
         raise ConfigError(f"--recipe best: no stored recipe for {', '.join(missing)} in "
-                          f"{store.url_for(f'recipes/{preset}/')} (preset '{preset}'); run `fmnist search --preset "
+                          f"{store.url_for(f'recipes/{preset}')} (preset '{preset}'); run `fmnist search --preset "
                           f"{preset} --architectures {','.join(missing)}` first, or use --recipe report")
     return {arch: record["recipe"] for arch, record in found.items() if record is not None}
 
 
-def resolve_recipes(config: "PipelineConfig", store: Store) -> "PipelineConfig":
+def resolve_recipes(config: "PipelineConfig", store: "Store") -> "PipelineConfig":
     """A run with recipe 'best' gets the stored recipes written into its config when it begins (so config.json,
     and a resume, keep the ones it trained with); any other run is returned as it is."""
     if config.recipe != "best" or config.recipes:
@@ -195,7 +195,7 @@ def resolve_recipes(config: "PipelineConfig", store: Store) -> "PipelineConfig":
     return config.model_copy(update={"recipes": best_recipes(store, config.preset, list(config.architectures))})
 
 
-def keep_if_better(store: Store, preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:
+def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:
     """Store `record` as the architecture's best recipe if it beats the stored one on mean validation accuracy
     (never on test accuracy: the test set only reports). Compare-and-swap, so two searches finishing at once
     cannot lose the better recipe. True if stored."""

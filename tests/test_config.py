@@ -28,9 +28,11 @@ BAD = {
     "promotion_margin": 2,
     "ray_address": 5,
     "run_id": "../other-run",
+    "recipe": "bestest",
+    "recipes": {"cnn2": {"learning_rate": -1}},
 }
 # What a user can type on the command line (strings only): the CLI options of those fields.
-CLI_BAD = {name: value for name, value in BAD.items() if not isinstance(value, (int, float, list))} | {
+CLI_BAD = {name: value for name, value in BAD.items() if not isinstance(value, (int, float, list, dict))} | {
     "max_epochs": "-1", "gpus_per_trial": "1.5", "train_rows": "fifty", "architectures": "baseline,cnn3",
     "promotion_margin": "2", "cpus_per_trial": "0"}
 

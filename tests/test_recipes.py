@@ -1,0 +1,185 @@
+"""Recipes as data (tasks/recipes.py), the on-the-fly augmentation (tasks/protocol.py) and the search's pieces that
+need no Ray: bad recipes, schedules, the stored best recipe's compare-and-swap, the search space."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.architectures import ARCHITECTURES, build_model
+from tasks.config import SearchConfig, build_config, build_search_config
+from tasks.errors import ConfigError
+from tasks.protocol import augmented
+from tasks.recipes import (Recipe, best_recipes, compile_with_recipe, epoch_budgets, keep_if_better, learning_rate,
+                           parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe, search_space)
+
+VENV_BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- bad recipes: one line naming the field, what it expects, what was found ----------------------------------------
+
+@pytest.mark.parametrize("values, field, found", [
+    ({"learning_rate": -0.1}, "learning_rate", "-0.1"),
+    ({"augmentation": "rotate"}, "augmentation", "'rotate'"),
+    ({"optimizer": "sgd"}, "optimizer", "'sgd'"),
+    ({"schedule": "step"}, "schedule", "'step'"),
+    ({"epochs": 0}, "epochs", "0"),
+    ({"dropout": 1.5}, "dropout", "1.5"),
+    ({"colour": "red"}, "colour", "'red'"),
+])
+def test_a_recipe_outside_the_space_is_a_clear_error(values, field, found):
+    with pytest.raises(ConfigError) as caught:
+        parse_recipe(values, "recipes/full/cnn2.json")
+    message = str(caught.value)
+    assert message.startswith("recipes/full/cnn2.json: not a valid recipe: ") and field in message
+    assert f"found {found}" in message and "\n" not in message
+
+
+def test_weight_decay_belongs_to_adamw_only():
+    with pytest.raises(ConfigError, match="weight_decay 0.01 applies to optimizer 'adamw' only"):
+        parse_recipe({"optimizer": "adam", "weight_decay": 0.01}, "x")
+    assert recipe_from_sample({"optimizer": "adam", "weight_decay": 0.01}).weight_decay == 0.0  # a search sample
+    assert recipe_from_sample({"optimizer": "adamw", "weight_decay": 0.01}).weight_decay == 0.01
+
+
+def test_a_run_config_refuses_a_bad_recipe_and_an_unknown_architecture():
+    with pytest.raises(ConfigError, match="learning_rate.*found -1"):
+        build_config(recipe="best", recipes={"cnn2": {"learning_rate": -1}})
+    with pytest.raises(ConfigError, match="resnet9"):
+        build_config(recipe="best", recipes={"resnet9": {}})
+
+
+def test_the_report_recipe_is_the_seed_protocol():
+    recipe = recipe_for(build_config(preset="quick").model_dump(), "cnn2")
+    assert recipe == report_recipe(128, 2) and recipe.epochs == 2 and recipe.augmentation == "none"
+    model = build_model("mlp1")
+    compile_with_recipe(model, recipe, fit_rows=2400)
+    assert type(model.optimizer).__name__ == "Adam" and float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    assert model.loss == "categorical_crossentropy"
+
+
+def test_a_best_run_uses_its_recipe_with_epochs_capped_by_max_epochs():
+    stored = {"learning_rate": 0.003, "batch_size": 256, "epochs": 40, "augmentation": "shift"}
+    config = build_config(preset="quick", recipe="best", recipes={"mlp1": stored}).model_dump()
+    recipe = recipe_for(config, "mlp1")
+    assert (recipe.learning_rate, recipe.batch_size, recipe.augmentation, recipe.epochs) == (0.003, 256, "shift", 2)
+    assert recipe_for(config, "cnn2") == report_recipe(128, 2)  # none given for it: the report's protocol
+
+
+def test_schedules_follow_the_recipe_over_its_epochs():
+    steps = 100
+    cosine = learning_rate(Recipe(learning_rate=0.01, schedule="cosine", epochs=10), steps)
+    assert float(cosine(0)) == pytest.approx(0.01) and float(cosine(1000)) == pytest.approx(0.0, abs=1e-6)
+    one_cycle = learning_rate(Recipe(learning_rate=0.01, schedule="one_cycle", epochs=10), steps)
+    assert float(one_cycle(0)) == pytest.approx(0.01 / 25)
+    assert float(one_cycle(300)) == pytest.approx(0.01, rel=1e-3)  # the peak after 30% of the steps
+    assert float(one_cycle(999)) < 0.0005
+    assert learning_rate(Recipe(learning_rate=0.02), steps) == 0.02
+
+
+# --- augmentation: on the fly, a function of (seed, epoch) ---------------------------------------------------------
+
+def test_augmentation_is_drawn_from_seed_and_epoch_and_keeps_the_images_whole():
+    images = np.zeros((200, 28, 28, 1), np.float32)
+    images[:, 10:18, 10:18] = 1.0  # a centred square: a shift of at most 2 px keeps all of it
+    first, again = augmented(images, 0, 3, "shift_flip"), augmented(images, 0, 3, "shift_flip")
+    assert np.array_equal(first, again) and not np.array_equal(first, augmented(images, 0, 4, "shift_flip"))
+    assert first.shape == images.shape and first.dtype == images.dtype
+    assert np.allclose(first.sum(axis=(1, 2, 3)), 64.0)  # nothing cut off
+    moved = [tuple(np.argwhere(image[..., 0])[0] - 10) for image in augmented(images, 0, 3, "shift")]
+    assert set(moved) <= {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)} and len(set(moved)) > 15
+    assert augmented(images, 0, 3, "none") is images
+
+
+def test_flips_mirror_left_and_right():
+    image = np.zeros((400, 28, 28), np.float32)
+    image[:, 14, 3] = 1.0  # one pixel near the left edge (a shift moves it to columns 1-5, a flip to 22-26)
+    flipped = augmented(image, 1, 0, "shift_flip")
+    at_right = flipped[:, :, 20:].sum(axis=(1, 2)) > 0
+    assert flipped.sum() == 400  # every pixel still there
+    assert 0.35 < at_right.mean() < 0.65  # about half mirrored
+
+
+# --- the search space and the sixth model -------------------------------------------------------------------------
+
+def test_the_search_space_tunes_the_recipe_and_dropout_only_where_there_is_dropout():
+    assert "dropout" in search_space("cnn2", 40) and "dropout" not in search_space("mlp1", 40)
+    assert set(search_space("baseline", 40)) == {"learning_rate", "batch_size", "optimizer", "weight_decay",
+                                                 "schedule", "label_smoothing", "augmentation", "epochs"}
+    assert epoch_budgets(40) == [10, 20, 40] and epoch_budgets(2) == [1, 2] and epoch_budgets(1) == [1]
+
+
+def test_the_sixth_model_is_a_residual_cnn_under_a_million_parameters():
+    spec = ARCHITECTURES["resnet_bn"]
+    model = build_model("resnet_bn")
+    assert model.count_params() == spec.params < 1_000_000 and not spec.in_report
+    assert {type(layer).__name__ for layer in model.layers} >= {"Conv2D", "BatchNormalization", "Add",
+                                                               "GlobalAveragePooling2D", "Dropout"}
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
+    assert build_config().architectures == ["baseline", "mlp1", "mlp3_dropout", "cnn1_mlp", "cnn2"]  # not a default
+    assert build_config(architectures=["resnet_bn"]).architectures == ["resnet_bn"]  # selectable by name
+
+
+def test_search_options_are_checked():
+    assert build_search_config(time_budget="30m").time_budget == 1800
+    assert build_search_config(time_budget="2h").time_budget == 7200
+    for field, value in (("time_budget", "soon"), ("num_samples", 0), ("reduction_factor", 1), ("scheduler", "pbt"),
+                         ("recipe", "best")):
+        with pytest.raises(ConfigError, match=f"config field '{field}'"):
+            build_search_config(**{field: value})
+    assert SearchConfig().seeds == 3 and SearchConfig().scheduler == "asha"
+
+
+# --- the stored best recipe -----------------------------------------------------------------------------------------
+
+def record(val: float) -> dict:
+    return {"architecture": "mlp1", "recipe": Recipe(learning_rate=val / 100).model_dump(), "val_accuracy_mean": val,
+            "test_accuracy_mean": val, "run_id": f"r{val}"}
+
+
+def test_a_recipe_is_kept_only_when_it_validates_better(store):
+    assert keep_if_better(store, "full", "mlp1", record(0.88))
+    assert not keep_if_better(store, "full", "mlp1", record(0.87))  # worse: the stored one stays
+    assert keep_if_better(store, "full", "mlp1", record(0.89))
+    stored = json.loads(store.get_bytes(recipe_key("full", "mlp1")))
+    assert stored["run_id"] == "r0.89" and "stored_at" in stored
+    assert best_recipes(store, "full", ["mlp1"]) == {"mlp1": stored["recipe"]}
+    with pytest.raises(ConfigError, match="no stored recipe for cnn2 in .*recipes/full .*fmnist search --preset full"):
+        best_recipes(store, "full", ["mlp1", "cnn2"])
+    with pytest.raises(ConfigError, match="no stored recipe for mlp1"):  # presets are kept apart
+        best_recipes(store, "quick", ["mlp1"])
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([str(VENV_BIN / "fmnist"), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_recipe_best_without_a_stored_recipe_says_so_before_anything_starts(tmp_path):
+    result = run_cli(["run", "--preset", "quick", "--recipe", "best", "--architectures", "cnn2"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"fmnist run: error: --recipe best: no stored recipe for cnn2 in {tmp_path / 'artifacts' / 'recipes' / 'quick'} "
+        "(preset 'quick'); run `fmnist search --preset quick --architectures cnn2` first, or use --recipe report")
+    assert not (tmp_path / "artifacts" / "runs").exists()
+
+
+def test_a_damaged_stored_recipe_names_the_file(tmp_path):
+    folder = tmp_path / "artifacts" / "recipes" / "quick"
+    folder.mkdir(parents=True)
+    (folder / "cnn2.json").write_text(json.dumps({"recipe": {"augmentation": "rotate"}}))
+    result = run_cli(["run", "--preset", "quick", "--recipe", "best", "--architectures", "cnn2"], tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"fmnist run: error: {folder / 'cnn2.json'}: not a valid recipe: augmentation")
+    assert "found 'rotate'" in line
