@@ -255,13 +255,18 @@ def seconds_of(value: Any) -> Any:
     return value
 
 
+# The search's own preset values, filled like PRESETS: a quick search is a few recipes on the quick rows.
+SEARCH_PRESETS: dict[str, dict[str, int]] = {"full": {"num_samples": 16}, "quick": {"num_samples": 6}}
+
+
 class SearchConfig(PipelineConfig):
     """`fmnist search`: a run's config plus the search's budget and scheduler. The search space is the recipe
     (tasks.recipes.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
 
     recipe: Literal["report"] = Field(
         "report", description="A search starts from the report's layers and searches the recipe; always 'report'.")
-    num_samples: int = Field(16, ge=1, le=10_000, description="Recipes tried per architecture.")
+    num_samples: int | None = Field(
+        None, ge=1, le=10_000, description="Recipes tried per architecture (empty: the preset's, full 16, quick 6).")
     time_budget: float | None = Field(
         None, gt=0, le=7 * 24 * 3600,
         description="Wall-clock limit of the whole search in seconds (CLI also '30m', '2h'); when it is reached the "
@@ -275,10 +280,26 @@ class SearchConfig(PipelineConfig):
     seeds: int = Field(3, ge=1, le=20, description="Each architecture's winning recipe is retrained with this many "
                                                    "seeds (seed, seed+1, …); Table 1 gives their mean ± std.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_search_preset(cls, data: Any) -> Any:
+        """As the run's preset: fill num_samples when it is empty (the UI form sends null for an untouched field)."""
+        if isinstance(data, dict) and data.get("num_samples") is None:
+            preset = data.get("preset") or "full"
+            return {**data, "num_samples": SEARCH_PRESETS.get(preset, SEARCH_PRESETS["full"])["num_samples"]}
+        return data
+
     @field_validator("time_budget", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return seconds_of(value)
+
+    def form_parameters(self) -> dict[str, Any]:
+        """As PipelineConfig's, with num_samples left empty too where it is the preset's."""
+        values = super().form_parameters()
+        if self.num_samples == SEARCH_PRESETS[self.preset]["num_samples"]:
+            values["num_samples"] = None
+        return values
 
 
 def build_search_config(**values: Any) -> SearchConfig:

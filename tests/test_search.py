@@ -1,0 +1,141 @@
+"""Integration: `fmnist search` end to end on local Ray against SeaweedFS, with a real Prefect server.
+
+A quick search (6 recipes on each of two architectures, up to 4 epochs, ASHA with rungs at epochs 1 and 2)
+leaves the leaderboard with every trial, stops some trials early, retrains the winners with two seeds and tests
+them once; the test rows are read only after the leaderboard is published. Then `--recipe best` trains with what
+the search stored, and `--time-budget` ends a search that could not finish cleanly with what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+
+import flows.search
+import tasks.fanout
+import tasks.search
+from flows.cli import main
+from tasks.artifacts import load_run_model
+from tasks.shards import load_split
+from tasks.store import open_store
+from tasks.training import to_model_input
+
+pytestmark = pytest.mark.slow
+LEADERBOARD_FIELDS = {"architecture", "trial_id", "config", "epochs", "best_val_accuracy", "stopped_early", "ended"}
+RECIPE_FIELDS = {"learning_rate", "batch_size", "optimizer", "weight_decay", "schedule", "label_smoothing",
+                 "augmentation", "dropout", "epochs"}
+
+
+@pytest.fixture(scope="module")
+def quick_search(prefect_api, s3_server, ray_local):
+    """The search, run in this process so that the driver's reads can be recorded in order."""
+    events: list[tuple[str, str]] = []
+
+    def recorded(name: str, original, describe):
+        def wrapper(*args, **kwargs):
+            events.append((name, describe(*args, **kwargs)))
+            return original(*args, **kwargs)
+        return wrapper
+
+    store_uri = f"s3://{s3_server.bucket}/search-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tasks.search, "load_split", recorded("read", tasks.search.load_split,
+                                                          lambda store, version, split, *a, **k: split))
+        patch.setattr(tasks.fanout, "load_dataset_arrays", recorded("read", tasks.fanout.load_dataset_arrays,
+                                                                   lambda *a, **k: "train+test"))
+        patch.setattr(flows.search, "publish_leaderboard", recorded("leaderboard", flows.search.publish_leaderboard,
+                                                                    lambda *a, **k: ""))
+        code = main(["search", "--preset", "quick", "--architectures", "baseline,mlp1", "--num-samples", "6",
+                     "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2", "--seeds", "2",
+                     "--store", store_uri, "--s3-endpoint", s3_server.endpoint, "--run-id", "search-e2e"])
+    assert code == 0
+    store = open_store(store_uri, s3_server.endpoint)
+    return store, events, json.loads(store.get_bytes("runs/search-e2e/search/leaderboard.json"))
+
+
+def test_the_leaderboard_lists_every_trial_and_asha_stopped_some(quick_search):
+    store, _, rows = quick_search
+    assert len(rows) == 12 and all(set(row) == LEADERBOARD_FIELDS for row in rows)
+    assert sorted({row["architecture"] for row in rows}) == ["baseline", "mlp1"]
+    assert all(set(row["config"]) == RECIPE_FIELDS and 1 <= row["epochs"] <= 4 for row in rows)
+    assert len({row["trial_id"] for row in rows}) == 12
+    stopped = [row for row in rows if row["stopped_early"]]
+    assert stopped and all(row["ended"] == "stopped by ASHA" and row["epochs"] < row["config"]["epochs"] for row in stopped)
+    markdown = store.get_bytes("runs/search-e2e/search/leaderboard.md").decode()
+    assert markdown.count("| baseline |") == 6 and "stopped by ASHA" in markdown
+
+
+def test_winners_are_chosen_on_validation_retrained_with_seeds_and_loadable(quick_search, tmp_path):
+    store, _, rows = quick_search
+    for arch in ("baseline", "mlp1"):
+        winner = max((row for row in rows if row["architecture"] == arch), key=lambda row: row["best_val_accuracy"])
+        metrics = json.loads(store.get_bytes(f"runs/search-e2e/{arch}/metrics.json"))
+        assert metrics["recipe"] == winner["config"] and metrics["recipe_name"] == "search"
+        assert [s["seed"] for s in metrics["seeds"]] == [0, 1]
+        assert metrics["chosen_seed"] == max(metrics["seeds"], key=lambda s: s["best_val_accuracy"])["seed"]
+        tests = [s["test_accuracy"] for s in metrics["seeds"]]
+        assert metrics["test_accuracy_mean"] == pytest.approx(sum(tests) / 2)
+        for name in ("model.keras", "history.csv", "curves.png", "confusion.png"):
+            assert store.get_bytes(f"runs/search-e2e/{arch}/{name}") == store.get_bytes(
+                f"runs/search-e2e/{arch}/seed-{metrics['chosen_seed']}/{name}")
+        model = load_run_model(store, "search-e2e", arch)  # safe_mode, sha256 checked against metrics.json
+        images, labels, _ = load_split(store, metrics["dataset_version"], "test", metrics["rows"]["test"])
+        predicted = model.predict(to_model_input(images, model.input_shape[1:]), verbose=0).argmax(1)
+        assert float((predicted == labels).mean()) == metrics["test_accuracy"]
+
+
+def test_the_test_rows_are_read_only_after_the_winners_are_chosen(quick_search):
+    _, events, _ = quick_search
+    published = events.index(("leaderboard", ""))
+    reads_before = [what for name, what in events[:published] if name == "read"]
+    assert reads_before == ["train"]  # the search's trials got the training rows, nothing else
+    assert ("read", "train+test") in events[published:]  # the retrain reads the test rows, after selection
+
+
+def test_table1_summary_recipes_and_the_prefect_artifacts(quick_search, prefect_api):
+    store, _, rows = quick_search
+    summary = json.loads(store.get_bytes("runs/search-e2e/summary.json"))
+    assert [row["key"] for row in summary["table1"]] == ["baseline", "mlp1"] and summary["trials"] == 12
+    assert summary["table1"][0]["report_test_acc"] == 84.60 and summary["table1"][0]["seeds"] == 2
+    assert "± " in store.get_bytes("runs/search-e2e/summary.md").decode()
+    assert json.loads(store.get_bytes("runs/search-e2e/run.json"))["status"] == "completed"
+    for arch in ("baseline", "mlp1"):  # the quick preset's rows: kept as the quick preset's best recipes
+        stored = json.loads(store.get_bytes(f"recipes/quick/{arch}.json"))
+        assert stored["run_id"] == "search-e2e" and stored["recipe"] == summary["metrics"][arch]["recipe"]
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read(key: str):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    # Other tests' searches share this Prefect server: find this one's artifacts by its flow run.
+    summary_artifact = next(a for a in asyncio.run(read("fmnist-search-summary")) if "Search search-e2e:" in a.data)
+    leaderboard = next(a for a in asyncio.run(read("fmnist-search-leaderboard"))
+                       if a.flow_run_id == summary_artifact.flow_run_id)
+    assert sorted(row["trial_id"] for row in json.loads(leaderboard.data)) == sorted(row["trial_id"] for row in rows)
+
+
+def test_recipe_best_trains_with_the_stored_recipe(quick_search, s3_server):
+    store, _, _ = quick_search
+    assert main(["run", "--preset", "quick", "--recipe", "best", "--architectures", "mlp1", "--store",
+                 store.uri, "--s3-endpoint", s3_server.endpoint, "--run-id", "best-e2e"]) == 0
+    stored = json.loads(store.get_bytes("recipes/quick/mlp1.json"))["recipe"]
+    metrics = json.loads(store.get_bytes("runs/best-e2e/mlp1/metrics.json"))
+    assert metrics["recipe"] == {**stored, "epochs": min(stored["epochs"], 2)} and metrics["recipe_name"] == "best"
+    assert json.loads(store.get_bytes("runs/best-e2e/config.json"))["recipes"] == {"mlp1": stored}
+
+
+def test_the_time_budget_ends_the_search_cleanly_with_what_it_has(prefect_api, ray_local, tmp_path):
+    store = tmp_path / "store"
+    assert main(["search", "--preset", "quick", "--architectures", "baseline", "--num-samples", "500",
+                 "--time-budget", "40s", "--seeds", "1", "--store", str(store), "--run-id", "budget"]) == 0
+    rows = json.loads((store / "runs/budget/search/leaderboard.json").read_text())
+    assert 0 < len(rows) < 500
+    assert (store / "runs/budget/baseline/model.keras").is_file() and (store / "runs/budget/run.json").is_file()
+    ended = {row["ended"] for row in rows}
+    assert ended <= {"finished", "stopped by ASHA", "stopped by the time budget"}
