@@ -349,8 +349,14 @@ def choose_model(store, choice: str) -> ModelRef:
 def load_model(store, ref: ModelRef):
     """The model, only through the project's safe loader: .keras, SHA-256 against the record, safe_mode."""
     from tasks.artifacts import load_published_model
+    from tasks.store import MissingKey
 
-    return load_published_model(store, ref.model_key, ref.sha256)
+    try:
+        return load_published_model(store, ref.model_key, ref.sha256)
+    except MissingKey:
+        raise ModelChoiceError(f"{store.url_for(ref.model_key)}: no such object, though the {ref.chosen_as} record "
+                               "names it (deleted, or the store was copied without it); restore it, or choose another "
+                               "--model (`fmnist runs` lists the runs)") from None
 
 
 # --- classifying --------------------------------------------------------------------------------------------
