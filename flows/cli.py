@@ -67,9 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_read_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
-    parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
+def _add_read_store_options(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """--store and --s3-endpoint. `inherited`: on `runs show|compare`, which take them before or after the action:
+    a sub-command's default would overwrite the value given before it (argparse), so there they have none."""
+    store_default = argparse.SUPPRESS if inherited else "./artifacts"
+    parser.add_argument("--store", default=store_default, help="the store to read (default: ./artifacts)")
+    parser.add_argument("--s3-endpoint", default=argparse.SUPPRESS if inherited else None,
+                        help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
 
 
 def _positive(text: str) -> int:
@@ -112,7 +116,7 @@ def _add_runs_command(commands) -> tuple[argparse.ArgumentParser, ...]:
     compare.add_argument("run_a", metavar="A")
     compare.add_argument("run_b", metavar="B")
     for parser in (show, compare):
-        _add_read_store_options(parser)
+        _add_read_store_options(parser, inherited=True)
     return runs, show, compare
 
 

@@ -237,7 +237,8 @@ def show_run(store: Store, run_id: str) -> str:
         return "\n".join(head) + "\n\n" + summary.decode("utf-8", errors="replace").rstrip()
     done = [a for a in run.architectures if a in run.models]
     pending = [a for a in run.architectures if a not in run.models]
-    lines = head + ["", f"no summary yet: {len(done)} of {len(run.architectures)} models finished", "",
+    missing = "no summary.md in this run" if run.status == "finished" else "no summary yet"
+    lines = head + ["", f"{missing}: {len(done)} of {len(run.architectures)} models finished", "",
                     "| model | epochs | test accuracy | test rows |", "|---|---:|---:|---:|"]
     for arch in done:
         m = run.models[arch]

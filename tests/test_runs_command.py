@@ -115,6 +115,14 @@ def test_show_prints_the_summary_of_a_finished_run(capsys, populated):
     assert "Table 1, ours beside the report's" in out and "| Baseline | 7,850 |" in out
 
 
+def test_the_store_may_come_before_or_after_show_and_compare(capsys, populated):
+    """`fmnist runs --store X show ID` and `fmnist runs show ID --store X` read the same store."""
+    before = runs(capsys, *populated, "show", UNFINISHED)
+    after = runs(capsys, "show", UNFINISHED, *populated)
+    assert before == after and before[0] == 0
+    assert runs(capsys, *populated, "compare", SECOND, UNFINISHED)[0] == 0
+
+
 def test_show_of_an_unfinished_run_says_what_finished_and_how_to_resume(capsys, populated, reads):
     code, out, _ = runs(capsys, "show", UNFINISHED, *populated)
     assert code == 0 and out.startswith(f"run {UNFINISHED}: resumable")
