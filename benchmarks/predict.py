@@ -68,6 +68,7 @@ def main() -> None:
     from tasks.predict import classify, load_inputs
     from tasks.store import open_store
 
+    load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="predict-bench-"))
     images = np.frombuffer(gzip.decompress(TEST_IMAGES.read_bytes()), np.uint8, offset=16).reshape(-1, 28, 28)
     np.save(folder / "test.npy", images)
@@ -117,6 +118,8 @@ def main() -> None:
 
 Machine: {machine()}
 lscpu: {lscpu()}
+Load average (1 min) before and after: {load_before:.1f}, {os.getloadavg()[0]:.1f} (a 2-core machine shared with other work:
+above 2, every figure here is slowed by the others; the ratios less so, both sides running in the same minutes).
 Median of {TRIES} tries each. `benchmarks/predict.py`.
 
 Project: `load_inputs` (read, check, convert to float32) + `classify` (1,024-row batches), from the file.
