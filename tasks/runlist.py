@@ -100,7 +100,10 @@ class RunInfo:
 
     @property
     def recipe(self) -> str:
-        return str((self.config or {}).get("recipe") or DEFAULT_RECIPE)
+        """The config's recipe ('report', 'best'); 'search' for a run of `fmnist search` (its config has the search's
+        budget fields), whose models train with the recipes it found."""
+        config = self.config or {}
+        return "search" if "num_samples" in config else str(config.get("recipe") or DEFAULT_RECIPE)
 
 
 def started_at(store: Store, run_id: str) -> float | None:

@@ -2,7 +2,7 @@
 
 Beside the trained run, each store gets (metadata only, written here): a second finished run, a copy of the first
 whose accuracies are moved by known amounts (so that compare has one difference beyond noise and one within it),
-an unfinished run (config.json and one model's metrics, no run.json) and a running one (a live lease).
+an unfinished run (config.json and one model's metrics, no run.json) and a running search (a live lease).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def _populate(store: Store) -> None:
                     json.dumps({**config, "run_id": UNFINISHED, "architectures": ["baseline", "mlp1"]}).encode())
     store.put_bytes(f"runs/{UNFINISHED}/baseline/metrics.json",
                     json.dumps({**metrics, "test_accuracy": metrics["test_accuracy"] + 0.001}).encode())
-    # RUNNING: claimed, and its lease is held by this (live) process.
-    store.put_bytes(f"runs/{RUNNING}/config.json", json.dumps({**config, "run_id": RUNNING}).encode())
+    # RUNNING: an `fmnist search` (its config has the search's fields), claimed; its lease held by this live process.
+    store.put_bytes(f"runs/{RUNNING}/config.json",
+                    json.dumps({**config, "run_id": RUNNING, "num_samples": 16, "seeds": 3}).encode())
     store.put_bytes(f"runs/{RUNNING}/lease.json", json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
                                                               "id": "x", "renewed_at": time.time()}).encode())
 
@@ -96,7 +97,7 @@ def test_runs_lists_newest_first_with_status_accuracy_and_champions(capsys, popu
     assert f"| finished | 10,000 | {100 * accuracy:.2f}% ** |" in by_id[trained]  # the overall champion
     assert "| quick (test_rows=10000) | wide | finished |" in by_id[SECOND]
     assert "| report | resumable |" in by_id[UNFINISHED] and by_id[UNFINISHED].endswith(" | — |")  # mlp1 pending
-    assert "| running |" in by_id[RUNNING]
+    assert "| search | running |" in by_id[RUNNING]
     assert "4 of 4" in out and "** overall champion" in out
     # Metadata only: one listing of runs/ (a delimiter listing), never a model, Tune's state or a full key listing.
     assert not [k for k in reads if k.endswith("model.keras") or "/tune" in k or k.startswith("list_keys")], reads
