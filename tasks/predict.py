@@ -147,6 +147,9 @@ def load_image(path: Path, invert: Invert) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             gray = _grayscale(image)
+    except Image.DecompressionBombError as exc:  # Pillow's guard: far more pixels than any photo of a product
+        raise PredictInputError(f"{path}: refused by Pillow as a decompression bomb ({exc}); expected a photo of at "
+                                "most about 89 megapixels: scale it down first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         with open(path, "rb") as handle:
             head = handle.read(16)

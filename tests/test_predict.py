@@ -234,3 +234,12 @@ def test_bad_input_is_one_line_naming_it_and_exit_2(case, tmp_path, capsys, arti
     assert lines[0].startswith("fmnist predict: error: ")
     for text in expected:
         assert text in lines[0], (text, lines[0])
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch):
+    """Pillow refuses images far above its pixel limit; here the limit is lowered instead of writing a 180 MP file."""
+    Image.new("L", (100, 100), 255).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    code, out, err = predict(capsys, str(tmp_path / "huge.png"), "--store", str(tmp_path))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "huge.png: refused by Pillow as a decompression bomb" in err
