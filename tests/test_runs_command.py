@@ -180,3 +180,16 @@ def test_many_runs_are_sorted_by_their_start_and_limited(capsys, tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| 2026")]
     assert code == 0 and len(rows) == 20 and rows[0].startswith("| 20261125-") and rows[-1].startswith("| 20261106-")
     assert "5 older runs not shown: --limit 25 shows all" in out
+
+
+def test_a_damaged_metadata_file_is_a_note_and_the_listing_still_prints(capsys, tmp_path):
+    from tasks.store import open_store
+
+    store = open_store(str(tmp_path / "artifacts"))
+    store.put_bytes("runs/20261101-000000-aaaaaa/config.json", b'{"preset": "full", "architectures": ["baseline"]}')
+    store.put_bytes("runs/20261101-000000-aaaaaa/baseline/metrics.json", b"{cut sh")
+    store.put_bytes("runs/20261102-000000-bbbbbb/config.json", b"<html>")
+    code, out, _ = runs(capsys, "--store", str(tmp_path / "artifacts"))
+    assert code == 0 and "(2 of 2)" in out
+    assert "20261101-000000-aaaaaa: " in out and "baseline/metrics.json: not JSON" in out
+    assert "20261102-000000-bbbbbb: " in out and "config.json: not JSON" in out
