@@ -61,9 +61,99 @@ def _parser() -> argparse.ArgumentParser:
     champion = commands.add_parser("champion", help="show the current champion models")
     champion.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
     champion.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
-    for command in (prepare, run, search, deploy, champion):
+    predict, runs = _add_predict_command(commands), _add_runs_command(commands)
+    for command in (prepare, run, search, deploy, champion, predict, *runs):
         _add_debug_option(command)
     return parser
+
+
+def _add_read_store_options(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """--store and --s3-endpoint. `inherited`: on `runs show|compare`, which take them before or after the action:
+    a sub-command's default would overwrite the value given before it (argparse), so there they have none."""
+    store_default = argparse.SUPPRESS if inherited else "./artifacts"
+    parser.add_argument("--store", default=store_default, help="the store to read (default: ./artifacts)")
+    parser.add_argument("--s3-endpoint", default=argparse.SUPPRESS if inherited else None,
+                        help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, found {text!r}")
+    return int(text)
+
+
+def _add_predict_command(commands) -> argparse.ArgumentParser:
+    predict = commands.add_parser("predict", help="classify images with a published model (the champion by default)",
+                                  description="Classify PNG/JPEG images, folders of them, .npy arrays or IDX .gz "
+                                              "files. Prints one tab-separated line per image: input, class, "
+                                              "probability.")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="a PNG/JPEG file, a folder of them, a .npy (N x 28 x 28 or 28 x 28), an IDX images .gz")
+    predict.add_argument("--model", default="champion",
+                         help="champion (the overall champion, default; also 'overall'), champion:ARCH (that "
+                              "architecture's champion) or RUN_ID/ARCH (a run's model)")
+    predict.add_argument("--top", type=_positive, default=1, help="the K most likely classes per image (default: 1)")
+    predict.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
+    predict.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                         help="make the product bright on dark as in Fashion-MNIST: auto inverts an image file "
+                              "whose outer ring of pixels is brighter than mid-gray (default: auto)")
+    predict.add_argument("--labels", metavar="FILE",
+                         help="true classes (IDX labels .gz, or a .npy of 0-9), one per image in input order: "
+                              "prints the accuracy (an IDX images file finds its labels file beside it)")
+    predict.add_argument("--batch-size", type=_positive, default=1024, help="images per forward pass (default: 1024)")
+    _add_read_store_options(predict)
+    return predict
+
+
+def _add_runs_command(commands) -> tuple[argparse.ArgumentParser, ...]:
+    runs = commands.add_parser("runs", help="the runs in a store, newest first (show ID, compare A B)")
+    _add_read_store_options(runs)
+    runs.add_argument("--limit", type=int, default=20, help="show the N newest runs; 0 shows all (default: 20)")
+    actions = runs.add_subparsers(dest="runs_action")
+    show = actions.add_parser("show", help="one run's summary (for an unfinished run: what finished so far)")
+    show.add_argument("run_id", metavar="ID")
+    compare = actions.add_parser("compare", help="per-model test accuracy differences, with their standard error")
+    compare.add_argument("run_a", metavar="A")
+    compare.add_argument("run_b", metavar="B")
+    for parser in (show, compare):
+        _add_read_store_options(parser, inherited=True)
+    return runs, show, compare
+
+
+def _predict(args: argparse.Namespace) -> None:
+    """Inputs first (a bad file fails before TensorFlow is imported), then the model, then one batched pass."""
+    import json
+
+    from tasks import predict as p
+    from tasks.runlist import open_store_to_read
+
+    inputs = p.load_inputs(args.images, args.invert)
+    if not inputs.names:
+        raise p.PredictInputError(f"{' '.join(args.images)}: no images in it (an empty array?); expected {p.WHAT_IS_READ}")
+    labels, source = p.labels_for(inputs, args.labels)
+    store = open_store_to_read(absolute_store_uri(args.store), args.s3_endpoint)
+    ref = p.choose_model(store, args.model)
+    probabilities = p.classify(p.load_model(store, ref), inputs.pixels(), args.batch_size)
+    score = p.accuracy(probabilities, labels, source)
+    if args.json:
+        print(json.dumps(p.prediction_json(inputs.names, probabilities, ref, args.top, labels, score)))
+        return
+    print(f"model: {ref.describe()}", file=sys.stderr)
+    print("\n".join(p.prediction_lines(inputs.names, probabilities, args.top, labels)))
+    if score is not None:
+        print(score.line())
+
+
+def _runs(args: argparse.Namespace) -> None:
+    from tasks.runlist import compare_runs, list_runs, open_store_to_read, show_run
+
+    store = open_store_to_read(absolute_store_uri(args.store), args.s3_endpoint)
+    if args.runs_action == "show":
+        print(show_run(store, args.run_id))
+    elif args.runs_action == "compare":
+        print(compare_runs(store, args.run_a, args.run_b))
+    else:
+        print(list_runs(store, args.limit))
 
 
 @functools.lru_cache(maxsize=4)
@@ -191,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "champion":
             _show_champions(absolute_store_uri(args.store), args.s3_endpoint)
+            return 0
+        if args.command in ("predict", "runs"):
+            (_predict if args.command == "predict" else _runs)(args)
             return 0
         config = _config_from(args)
         if args.command == "deploy":

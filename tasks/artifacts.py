@@ -21,9 +21,9 @@ class UnsafeModelError(PipelineError):
 
 
 def load_published_model(store: Store, model_key: str, expected_sha256: str):
-    """The Keras model at `model_key`, after checking format and hash; never runs code from the file."""
-    import keras
-
+    """The Keras model at `model_key`, after checking format and hash; never runs code from the file.
+    Keras (TensorFlow) is imported only once the checks pass: a refused file is one line, without TensorFlow's
+    start-up notices before it."""
     if not model_key.endswith(".keras"):
         raise UnsafeModelError(f"{store.url_for(model_key)}: only native .keras files are loaded (HDF5 and others "
                                "bypass Keras' safe_mode); re-save the model with model.save('model.keras')")
@@ -34,6 +34,8 @@ def load_published_model(store: Store, model_key: str, expected_sha256: str):
                                "the file was changed after it was published; refusing to load it")
     if not data.startswith(b"PK"):
         raise UnsafeModelError(f"{store.url_for(model_key)}: not a .keras archive (expected a zip, found {data[:8]!r})")
+    import keras
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.keras"
         path.write_bytes(data)

@@ -321,3 +321,25 @@ def fetch_dataset(source: str | None = None, progress: Progress = _quiet, s3_end
         test_images=arrays["test-images"], test_labels=arrays["test-labels"],
         source_sha256=hashes,
     )
+
+
+# --- IDX files a user hands in (fmnist predict): any number of items, no published hash ---------------------
+
+MAX_USER_IDX_ITEMS = 1_000_000  # 784 MB of images: far above the dataset's 60,000, and a bound on what is read
+
+
+def read_user_idx(where: str, data: bytes, images: bool) -> np.ndarray:
+    """An IDX images (N x 28 x 28) or labels (N) file, plain or .gz, with every header field checked as for the
+    dataset's own files but no hash: files to classify need not be the published ones. Decompression stops at
+    the size the header declares (+1 byte), so a gzip bomb is refused like the dataset's."""
+    key = "images" if images else "labels"
+    header_len = 16 if images else 8
+    head = _decompress(where, data, RawFile(key, where, header_len - 1, "", 0))  # the first header_len bytes
+    if len(head) < 8:
+        raise IdxFormatError(where, "header", f"at least {header_len} bytes", f"{len(head)} bytes")
+    count = struct.unpack(">I", head[4:8])[0]
+    if count > MAX_USER_IDX_ITEMS:
+        raise IdxFormatError(where, "number of items", f"at most {MAX_USER_IDX_ITEMS:,}", f"{count:,}",
+                             "Split the file, or check it is an IDX file")
+    raw = RawFile(key, where, header_len + count * (28 * 28 if images else 1), "", count)
+    return parse_idx(where, _decompress(where, data, raw), raw)

@@ -50,6 +50,15 @@ COVERAGE: dict[str, str] = {
     "RAY_ADDRESS=http://127.0.0.1:8265 ray job submit": "not here: AWS",
     "ray attach cluster.yaml": "not here: AWS",
     "pip install": "pip's own command",
+    "fmnist predict IMAGE…": "synopsis: test_predict_and_runs_as_typed",
+    "fmnist predict shirt.png": "test_predict_and_runs_as_typed (in the folder where `fmnist run` left ./artifacts)",
+    "fmnist predict photos/ --top 3 --json": "test_predict_and_runs_as_typed",
+    "fmnist predict /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz": "test_predict_and_runs_as_typed",
+    "fmnist runs [--store URI] [--limit N]": "synopsis: test_predict_and_runs_as_typed",
+    "fmnist runs": "test_predict_and_runs_as_typed (test_runs_command.py: both backends, unfinished runs)",
+    "fmnist runs show RUN_ID": "test_predict_and_runs_as_typed (with the trained run's id)",
+    "fmnist runs compare RUN_A RUN_B": "test_predict_and_runs_as_typed (the trained run with itself; differences "
+                                       "between runs: test_runs_command.py)",
 }
 
 
@@ -294,3 +303,43 @@ def test_only_the_terminal_loses_an_expected_errors_traceback():
     printed = terminal.getvalue()
     assert printed.count("Traceback") == 1 and "RuntimeError: a bug" in printed  # a bug keeps its traceback
     assert all("Traceback" in text for text in other)
+
+
+def test_predict_and_runs_as_typed(raw_dataset):
+    """The README's predict and runs commands, in the fresh folder where `fmnist run` (tests/trained_run.py) left
+    ./artifacts with one run whose baseline is the champion, beside a user's own pictures."""
+    from PIL import Image
+
+    from trained_run import trained_folder, trained_run_id
+
+    folder, run = trained_folder(), trained_run_id()
+    # A shirt photographed on white, 10x the size, in colour (test image 4 is a shirt); a folder of three photos.
+    Image.fromarray(255 - raw_dataset.test_images[4]).resize((280, 280)).convert("RGB").save(folder / "shirt.png")
+    (folder / "photos").mkdir(exist_ok=True)
+    for i in range(3):
+        Image.fromarray(raw_dataset.test_images[i]).save(folder / "photos" / f"{i}.png")
+
+    out = ok(as_typed("fmnist predict shirt.png", folder, timeout=120))
+    (line,) = out.splitlines()
+    name, cls, probability = line.split("\t")
+    assert name == "shirt.png" and 0 < float(probability) <= 1
+    document = json.loads(ok(as_typed("fmnist predict photos/ --top 3 --json", folder, timeout=120)))
+    assert [p["input"] for p in document["predictions"]] == [f"photos/{i}.png" for i in range(3)]
+    assert all(len(p["top"]) == 3 for p in document["predictions"]) and document["model"]["run_id"] == run
+    out = ok(as_typed("fmnist predict /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", folder, timeout=120))
+    recorded = json.loads((folder / "artifacts" / "models" / "champion.json").read_text())["overall"]["test_accuracy"]
+    assert out.splitlines()[-1].startswith(f"accuracy: {100 * recorded:.2f}% (") and len(out.splitlines()) == 10_001
+
+    listing = ok(as_typed("fmnist runs", folder, timeout=60))
+    assert f"| {run} |" in listing and "| finished |" in listing and "% ** |" in listing
+    assert "Table 1" in ok(as_typed(f"fmnist runs show {run}", folder, timeout=60))
+    assert "| baseline |" in ok(as_typed(f"fmnist runs compare {run} {run}", folder, timeout=60))
+
+    # Bad input, as a user sees it: one line on stderr (no TensorFlow notices before it), exit 2.
+    (folder / "notes.txt").write_text("not a picture")
+    for command, expected in (("fmnist predict notes.txt", "notes.txt: not an image"),
+                              ("fmnist predict shirt.png --model nosuchrun/baseline", "no run 'nosuchrun'")):
+        result = as_typed(command, folder, timeout=60)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        (error,) = result.stderr.strip().splitlines()
+        assert error.startswith("fmnist predict: error: ") and expected in error

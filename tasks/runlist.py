@@ -1,0 +1,335 @@
+"""`fmnist runs`: the runs in a store, one run's summary, and two runs compared with the test set's noise beside
+each difference. Reads only metadata (config.json, run.json's presence, lease.json, <arch>/metrics.json,
+summary.md, models/champion.json), never a model or Tune's state.
+
+Listing cost: one delimiter listing of runs/ (a request per 1,000 runs on S3), then per run shown: config.json,
+a HEAD of run.json, lease.json, and one metrics.json per architecture. Ordering needs each run's start time:
+a generated run id carries it (YYYYmmdd-HHMMSS-xxxxxx, UTC, when the id was claimed); a run id given by hand
+costs one HEAD of its config.json (written once, when the run was claimed). The per-run reads go 8 at a time.
+On SeaweedFS, 200 runs (11,800 objects): 0.32 s and 142 requests, against 4.4 s for listing every key under runs/
+first (benchmarks/results/runs_listing.md).
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import math
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tasks.config import ALL_ARCHITECTURES, PRESETS
+from tasks.errors import ConfigError, PipelineError
+from tasks.lease import holder_alive
+from tasks.runs import RUNS_PREFIX, RunPaths
+from tasks.store import Store, open_store
+
+GENERATED_ID = re.compile(r"^(\d{8}-\d{6})-[0-9a-f]{6}$")
+DEFAULT_RECIPE = "report"  # what every run trains until a config says otherwise (the report's five models)
+DEFAULT_LIMIT = 20
+READ_WORKERS = 8  # metadata reads in flight at once
+
+
+class RunNotFound(PipelineError):
+    """A run id with nothing under runs/<id>/ in the store."""
+
+
+class RunRecordError(PipelineError):
+    """A run's metadata file is there but is not JSON of the expected shape."""
+
+
+def open_store_to_read(uri: str, s3_endpoint: str | None) -> Store:
+    """The store, for a command that only reads: a local folder that does not exist is an error here (opening a
+    LocalStore would create it, and an empty store would hide a mistyped --store or the wrong folder)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"store {uri}: no such folder; expected the folder `fmnist run` left (./artifacts by "
+                              "default): run the command where you ran `fmnist run`, or give --store")
+    return open_store(uri, s3_endpoint)
+
+
+def _read_json(store: Store, key: str) -> dict | None:
+    data, _ = store.read_versioned(key)
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise RunRecordError(f"{store.url_for(key)}: not JSON ({exc}); restore it from a backup") from None
+    if not isinstance(value, dict):
+        raise RunRecordError(f"{store.url_for(key)}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+# --- one run ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelResult:
+    architecture: str
+    test_accuracy: float
+    test_rows: int
+    epochs: int | None
+    dataset_version: str | None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    started: float | None
+    config: dict | None
+    status: str  # finished | running | resumable
+    models: dict[str, ModelResult] = field(default_factory=dict)
+    problem: str = ""  # a metadata file that could not be read, shown instead of failing the whole listing
+
+    @property
+    def architectures(self) -> list[str]:
+        planned = (self.config or {}).get("architectures") or []
+        return [a for a in ALL_ARCHITECTURES if a in planned or a in self.models] + \
+               [a for a in planned if a not in ALL_ARCHITECTURES]
+
+    @property
+    def preset(self) -> str:
+        """The preset, and the preset fields the run changed (quick with test_rows=10000)."""
+        if not self.config:
+            return "?"
+        preset = self.config.get("preset", "?")
+        changed = [f"{k}={self.config.get(k)}" for k, v in PRESETS.get(preset, {}).items() if self.config.get(k) != v]
+        return preset + (f" ({', '.join(changed)})" if changed else "")
+
+    @property
+    def recipe(self) -> str:
+        """The config's recipe ('report', 'best'); 'search' for a run of `fmnist search` (its config has the search's
+        budget fields), whose models train with the recipes it found."""
+        config = self.config or {}
+        return "search" if "num_samples" in config else str(config.get("recipe") or DEFAULT_RECIPE)
+
+
+def started_at(store: Store, run_id: str) -> float | None:
+    """When the run was claimed: from a generated id, else config.json's write time (None: no config)."""
+    match = GENERATED_ID.match(run_id)
+    if match:
+        return float(calendar.timegm(time.strptime(match.group(1), "%Y%m%d-%H%M%S")))
+    return store.modified_at(RunPaths(run_id).config)
+
+
+def _model_result(metrics: dict) -> ModelResult:
+    return ModelResult(metrics["architecture"], float(metrics["test_accuracy"]), int(metrics["rows"]["test"]),
+                       metrics.get("epochs"), metrics.get("dataset_version"))
+
+
+def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo:
+    """One run's metadata; an unreadable file becomes the row's `problem`, not an error for the whole listing."""
+    paths = RunPaths(run_id)
+    started = started if started is not None else started_at(store, run_id)
+    finished = store.exists(paths.record)  # presence is the mark: a HEAD, not run.json's body
+    try:
+        config = _read_json(store, paths.config)
+        lease = _read_json(store, paths.lease) if not finished else None
+    except RunRecordError as exc:
+        return RunInfo(run_id, started, None, "finished" if finished else "resumable", problem=str(exc))
+    status = "finished" if finished else ("running" if lease and holder_alive(lease, time.time()) else "resumable")
+    info = RunInfo(run_id, started, config, status)
+    models, problem = {}, ""
+    for arch in info.architectures or list(ALL_ARCHITECTURES):
+        try:
+            metrics = _read_json(store, paths.metrics(arch))
+            if metrics is not None:
+                models[arch] = _model_result(metrics)
+        except (RunRecordError, KeyError, TypeError, ValueError) as exc:
+            problem = str(exc) if isinstance(exc, RunRecordError) else \
+                f"{store.url_for(paths.metrics(arch))}: lacks {exc}"
+    return RunInfo(run_id, started, config, status, models, problem)
+
+
+def require_run(store: Store, run_id: str) -> RunInfo:
+    paths = RunPaths(run_id)
+    if not (store.exists(paths.config) or store.exists(paths.record)):
+        raise RunNotFound(f"run {run_id!r}: no such run in {store.uri} (expected {paths.config}); "
+                          f"`fmnist runs --store {store.uri}` lists the runs")
+    return load_run(store, run_id)
+
+
+# --- the listing ---------------------------------------------------------------------------------------------
+
+def run_ids(store: Store) -> list[str]:
+    prefix = f"{RUNS_PREFIX}/"
+    return [p[len(prefix):-1] for p in store.list_prefixes(prefix)]
+
+
+def _each(action, items: list) -> list:
+    """action(item) for every item, in order, `workers` at a time: on S3 each read is a round trip of its own, and
+    20 runs are about 160 of them (boto3 clients are thread-safe)."""
+    if len(items) < 2 or READ_WORKERS < 2:
+        return [action(item) for item in items]
+    with ThreadPoolExecutor(min(READ_WORKERS, len(items))) as pool:
+        return list(pool.map(action, items))
+
+
+def newest_first(store: Store, ids: list[str]) -> list[tuple[str, float | None]]:
+    """(run id, start time), newest first; runs with no known start (no config.json) last."""
+    timed = list(zip(ids, _each(lambda run_id: started_at(store, run_id), ids)))
+    return sorted(timed, key=lambda pair: (pair[1] is not None, pair[1] or 0.0, pair[0]), reverse=True)
+
+
+def champion_marks(pointer: dict) -> dict[tuple[str, str], str]:
+    """(run id, architecture) → '*' for an architecture's champion, '**' for the overall champion."""
+    marks = {(e["run_id"], e["architecture"]): "*" for e in pointer.get("architectures", {}).values() if e}
+    overall = pointer.get("overall")
+    if overall:
+        marks[(overall["run_id"], overall["architecture"])] = "**"
+    return marks
+
+
+def _when(started: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)) if started is not None else "?"
+
+
+def _cell(run: RunInfo, arch: str, marks: dict[tuple[str, str], str]) -> str:
+    if arch in run.models:
+        mark = marks.get((run.run_id, arch), "")
+        return f"{100 * run.models[arch].test_accuracy:.2f}%" + (f" {mark}" if mark else "")
+    return "—" if arch in run.architectures else ""
+
+
+def _test_rows(run: RunInfo) -> str:
+    rows = {m.test_rows for m in run.models.values()}
+    return ", ".join(f"{r:,}" for r in sorted(rows)) if rows else "—"
+
+
+def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict) -> str:
+    if not runs:
+        return f"no runs in {store_uri} (runs/ is empty): `fmnist run` makes one"
+    marks = champion_marks(pointer)
+    archs = [a for a in ALL_ARCHITECTURES if any(a in r.architectures for r in runs)]
+    archs += sorted({a for r in runs for a in r.architectures} - set(archs))
+    lines = [f"runs in {store_uri}, newest first ({len(runs)} of {total}):", "",
+             "| run | started (UTC) | preset | recipe | status | test rows | " + " | ".join(archs) + " |",
+             "|---|---|---|---|---|---:|" + "---:|" * len(archs)]
+    for run in runs:
+        lines.append(f"| {run.run_id} | {_when(run.started)} | {run.preset} | {run.recipe} | {run.status} | "
+                     f"{_test_rows(run)} | " + " | ".join(_cell(run, a, marks) for a in archs) + " |")
+    notes = ["", "test accuracy per model; — not finished; * champion of its architecture, ** overall champion"
+                 + (f" (models/champion.json revision {pointer['revision']})" if pointer else " (no champion yet)")]
+    notes += [f"{run.run_id}: {run.problem}" for run in runs if run.problem]
+    if total > len(runs):
+        notes.append(f"{total - len(runs)} older runs not shown: --limit {total} shows all")
+    return "\n".join(lines + notes)
+
+
+def list_runs(store: Store, limit: int = DEFAULT_LIMIT) -> str:
+    """The table `fmnist runs` prints: the `limit` newest runs (0: all), champions marked."""
+    from tasks.champion import read_champions
+
+    ordered = newest_first(store, run_ids(store))
+    shown = ordered if limit <= 0 else ordered[:limit]
+    runs = _each(lambda pair: load_run(store, *pair), shown)
+    return runs_table(store.uri, runs, len(ordered), read_champions(store) if runs else {})
+
+
+# --- one run's summary -------------------------------------------------------------------------------------
+
+def _resume_hint(store: Store, run: RunInfo) -> str:
+    from tasks.config import absolute_store_uri
+
+    where = "" if store.uri == absolute_store_uri("./artifacts") else f" --store {store.uri}"
+    return f"fmnist run --resume {run.run_id}{where}"
+
+
+def show_run(store: Store, run_id: str) -> str:
+    """summary.md when the run finished; else what has finished so far, and how to finish it."""
+    run = require_run(store, run_id)
+    head = [f"run {run.run_id}: {run.status}, started {_when(run.started)} UTC, preset {run.preset}, "
+            f"recipe {run.recipe}"]
+    if run.problem:
+        head.append(f"note: {run.problem}")
+    summary, _ = store.read_versioned(RunPaths(run_id).summary_md)
+    if summary is not None:
+        return "\n".join(head) + "\n\n" + summary.decode("utf-8", errors="replace").rstrip()
+    done = [a for a in run.architectures if a in run.models]
+    pending = [a for a in run.architectures if a not in run.models]
+    missing = "no summary.md in this run" if run.status == "finished" else "no summary yet"
+    lines = head + ["", f"{missing}: {len(done)} of {len(run.architectures)} models finished", "",
+                    "| model | epochs | test accuracy | test rows |", "|---|---:|---:|---:|"]
+    for arch in done:
+        m = run.models[arch]
+        lines.append(f"| {arch} | {m.epochs if m.epochs is not None else '?'} | {100 * m.test_accuracy:.2f}% | "
+                     f"{m.test_rows:,} |")
+    for arch in pending:
+        lines.append(f"| {arch} | — | not finished | — |")
+    if run.status == "resumable":
+        lines += ["", f"finish it with `{_resume_hint(store, run)}` (nothing finished is redone)"]
+    elif run.status == "running":
+        lines += ["", "a process holds its lease and is running it now"]
+    return "\n".join(lines)
+
+
+# --- two runs compared -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Difference:
+    architecture: str
+    a: ModelResult | None
+    b: ModelResult | None
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b.test_accuracy - self.a.test_accuracy
+
+    @property
+    def standard_error(self) -> float | None:
+        """SE of a difference of two accuracies: sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2)."""
+        if self.a is None or self.b is None:
+            return None
+        return math.sqrt(sum(m.test_accuracy * (1 - m.test_accuracy) / m.test_rows for m in (self.a, self.b)))
+
+    @property
+    def beyond_noise(self) -> bool | None:
+        """|difference| above 2 standard errors (about 95% two-sided); None when a side is missing."""
+        if self.delta is None or self.standard_error is None:
+            return None
+        return abs(self.delta) > 2 * self.standard_error
+
+
+def differences(a: RunInfo, b: RunInfo) -> list[Difference]:
+    archs = [x for x in ALL_ARCHITECTURES if x in a.models or x in b.models]
+    archs += sorted((set(a.models) | set(b.models)) - set(archs))
+    return [Difference(x, a.models.get(x), b.models.get(x)) for x in archs]
+
+
+def _pct(model: ModelResult | None) -> str:
+    return f"{100 * model.test_accuracy:.2f}%" if model else "—"
+
+
+def compare_runs(store: Store, run_a: str, run_b: str) -> str:
+    """Per model: A's and B's test accuracy, B − A in points, its standard error, and whether |B − A| > 2 SE."""
+    a, b = require_run(store, run_a), require_run(store, run_b)
+    rows = differences(a, b)
+    lines = [f"run {a.run_id} (A, {a.preset}) → run {b.run_id} (B, {b.preset}): test accuracy", "",
+             f"| model | A | B | B − A (points) | SE (points) | beyond noise? (> 2 SE) |",
+             "|---|---:|---:|---:|---:|---|"]
+    for d in rows:
+        if d.delta is None or d.standard_error is None:
+            lines.append(f"| {d.architecture} | {_pct(d.a)} | {_pct(d.b)} | — | — | not finished in both |")
+            continue
+        verdict = "yes" if d.beyond_noise else "no"
+        if d.standard_error > 0:  # zero only when both accuracies are 0% or 100%
+            verdict += f" ({abs(d.delta) / d.standard_error:.1f} SE)"
+        lines.append(f"| {d.architecture} | {_pct(d.a)} | {_pct(d.b)} | {100 * d.delta:+.2f} | "
+                     f"{100 * d.standard_error:.2f} | {verdict} |")
+    notes = ["", "SE = sqrt(p1(1-p1)/n1 + p2(1-p2)/n2), n = each run's test rows. Both runs score the same test "
+                 "images, so this (independent-samples) SE overstates the noise a little: a difference beyond 2 SE "
+                 "is beyond noise; one below it may still be real."]
+    test_rows = {m.test_rows for run in (a, b) for m in run.models.values()}
+    if len(test_rows) > 1:
+        notes.append(f"note: the runs were tested on different numbers of rows ({', '.join(f'{n:,}' for n in sorted(test_rows))}): "
+                     "a difference also reflects the test rows chosen")
+    versions = {m.dataset_version for run in (a, b) for m in run.models.values() if m.dataset_version}
+    if len(versions) > 1:
+        notes.append(f"note: different dataset versions ({', '.join(sorted(versions))})")
+    return "\n".join(lines + notes)

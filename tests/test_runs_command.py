@@ -1,0 +1,195 @@
+"""`fmnist runs`, `runs show`, `runs compare` on a local folder and on S3 (SeaweedFS), from one real trained run.
+
+Beside the trained run, each store gets (metadata only, written here): a second finished run, a copy of the first
+whose accuracies are moved by known amounts (so that compare has one difference beyond noise and one within it),
+an unfinished run (config.json and one model's metrics, no run.json) and a running search (a live lease).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from flows.cli import main
+from tasks.runlist import Difference, ModelResult
+from tasks.store import LocalStore, S3Store, Store
+from trained_run import copy_store, trained_folder, trained_run_id
+
+SECOND, UNFINISHED, RUNNING = "20301231-235959-abcdef", "my-unfinished-run", "20200101-000000-123456"
+
+
+def _populate(store: Store) -> None:
+    """The trained run, its champion pointer, and the three runs above (metadata only)."""
+    source = trained_folder() / "artifacts"
+    copy_store(source, store)
+    run = trained_run_id()
+    config = json.loads(store.get_bytes(f"runs/{run}/config.json"))
+    metrics = json.loads(store.get_bytes(f"runs/{run}/baseline/metrics.json"))
+    # SECOND: baseline + 2.00 points (200 rows: beyond 2 SE), mlp1 there only (not comparable with the first).
+    store.put_bytes(f"runs/{SECOND}/config.json",
+                    json.dumps({**config, "run_id": SECOND, "architectures": ["baseline", "mlp1"],
+                                "recipe": "wide"}).encode())
+    store.put_bytes(f"runs/{SECOND}/baseline/metrics.json",
+                    json.dumps({**metrics, "test_accuracy": metrics["test_accuracy"] + 0.02}).encode())
+    store.put_bytes(f"runs/{SECOND}/mlp1/metrics.json",
+                    json.dumps({**metrics, "architecture": "mlp1", "test_accuracy": 0.8}).encode())
+    store.put_bytes(f"runs/{SECOND}/run.json", b"{}")
+    # UNFINISHED: a hand-given id, claimed, baseline finished, mlp1 not.
+    store.put_bytes(f"runs/{UNFINISHED}/config.json",
+                    json.dumps({**config, "run_id": UNFINISHED, "architectures": ["baseline", "mlp1"]}).encode())
+    store.put_bytes(f"runs/{UNFINISHED}/baseline/metrics.json",
+                    json.dumps({**metrics, "test_accuracy": metrics["test_accuracy"] + 0.001}).encode())
+    # RUNNING: an `fmnist search` (its config has the search's fields), claimed; its lease held by this live process.
+    store.put_bytes(f"runs/{RUNNING}/config.json",
+                    json.dumps({**config, "run_id": RUNNING, "num_samples": 16, "seeds": 3}).encode())
+    store.put_bytes(f"runs/{RUNNING}/lease.json", json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                                              "id": "x", "renewed_at": time.time()}).encode())
+
+
+@pytest.fixture(params=["local", "s3"])
+def populated(request, tmp_path) -> list[str]:
+    """--store (and --s3-endpoint) of a store holding the four runs."""
+    from tasks.store import open_store
+
+    if request.param == "local":
+        uri, endpoint = str(tmp_path / "artifacts"), None
+    else:
+        uri, endpoint = request.getfixturevalue("s3_store_uri"), request.getfixturevalue("s3_server").endpoint
+    _populate(open_store(uri, endpoint))
+    return ["--store", uri] + (["--s3-endpoint", endpoint] if endpoint else [])
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[str]:
+    """Every key the store is asked for (get, read, head), on both backends."""
+    keys: list[str] = []
+    for cls in (LocalStore, S3Store):
+        for name in ("get_bytes", "read_versioned", "exists", "modified_at", "list_keys", "list_prefixes"):
+            original = getattr(cls, name)
+
+            def wrapped(self, key="", _original=original, _name=name):
+                keys.append(f"{_name} {key}")
+                return _original(self, key)
+            monkeypatch.setattr(cls, name, wrapped)
+    return keys
+
+
+def runs(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["runs", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_runs_lists_newest_first_with_status_accuracy_and_champions(capsys, populated, reads):
+    code, out, err = runs(capsys, *populated)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| run ")]
+    ids = [row.split(" | ")[0][2:] for row in rows]
+    trained = trained_run_id()
+    assert ids[0] == SECOND and ids[-1] == RUNNING and set(ids) == {SECOND, trained, UNFINISHED, RUNNING}
+    by_id = dict(zip(ids, rows))
+    accuracy = json.loads((trained_folder() / "artifacts" / "runs" / trained / "baseline" / "metrics.json")
+                          .read_text())["test_accuracy"]
+    assert f"| finished | 10,000 | {100 * accuracy:.2f}% ** |" in by_id[trained]  # the overall champion
+    assert "| quick (test_rows=10000) | wide | finished |" in by_id[SECOND]
+    assert "| report | resumable |" in by_id[UNFINISHED] and by_id[UNFINISHED].endswith(" | — |")  # mlp1 pending
+    assert "| search | running |" in by_id[RUNNING]
+    assert "4 of 4" in out and "** overall champion" in out
+    # Metadata only: one listing of runs/ (a delimiter listing), never a model, Tune's state or a full key listing.
+    assert not [k for k in reads if k.endswith("model.keras") or "/tune" in k or k.startswith("list_keys")], reads
+    assert [k for k in reads if k.startswith("list_prefixes")] == ["list_prefixes runs/"]
+
+
+def test_limit_pages_and_says_how_many_more(capsys, populated):
+    code, out, _ = runs(capsys, *populated, "--limit", "2")
+    assert code == 0 and "(2 of 4)" in out and "2 older runs not shown: --limit 4 shows all" in out
+    assert RUNNING not in out
+
+
+def test_show_prints_the_summary_of_a_finished_run(capsys, populated):
+    code, out, _ = runs(capsys, "show", trained_run_id(), *populated)
+    assert code == 0 and out.startswith(f"run {trained_run_id()}: finished")
+    assert "Table 1, ours beside the report's" in out and "| Baseline | 7,850 |" in out
+
+
+def test_the_store_may_come_before_or_after_show_and_compare(capsys, populated):
+    """`fmnist runs --store X show ID` and `fmnist runs show ID --store X` read the same store."""
+    before = runs(capsys, *populated, "show", UNFINISHED)
+    after = runs(capsys, "show", UNFINISHED, *populated)
+    assert before == after and before[0] == 0
+    assert runs(capsys, *populated, "compare", SECOND, UNFINISHED)[0] == 0
+
+
+def test_show_of_an_unfinished_run_says_what_finished_and_how_to_resume(capsys, populated, reads):
+    code, out, _ = runs(capsys, "show", UNFINISHED, *populated)
+    assert code == 0 and out.startswith(f"run {UNFINISHED}: resumable")
+    assert "1 of 2 models finished" in out and "| mlp1 | — | not finished | — |" in out
+    assert f"fmnist run --resume {UNFINISHED} --store " in out
+    assert not [k for k in reads if k.endswith("model.keras") or "/tune" in k]
+
+
+def test_compare_shows_differences_with_their_standard_error(capsys, populated):
+    code, out, _ = runs(capsys, "compare", trained_run_id(), SECOND, *populated)
+    assert code == 0
+    baseline = next(line for line in out.splitlines() if line.startswith("| baseline |"))
+    assert "| +2.00 |" in baseline and "| yes (" in baseline
+    assert "| mlp1 | — | 80.00% | — | — | not finished in both |" in out
+    code, out, _ = runs(capsys, "compare", trained_run_id(), UNFINISHED, *populated)
+    baseline = next(line for line in out.splitlines() if line.startswith("| baseline |"))
+    assert "| +0.10 |" in baseline and "| no (" in baseline
+
+
+def test_the_standard_error_of_a_difference():
+    a, b = ModelResult("x", 0.90, 10_000, 1, None), ModelResult("x", 0.91, 10_000, 1, None)
+    difference = Difference("x", a, b)
+    assert difference.standard_error == pytest.approx(((0.9 * 0.1 + 0.91 * 0.09) / 10_000) ** 0.5)
+    assert difference.standard_error == pytest.approx(0.00414, abs=1e-5) and difference.beyond_noise is True
+    assert Difference("x", a, ModelResult("x", 0.905, 10_000, 1, None)).beyond_noise is False
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["show", "nosuch"], "run 'nosuch': no such run in"),
+    (["compare", "nosuch", SECOND], "run 'nosuch': no such run in"),
+])
+def test_an_unknown_run_is_one_line_and_exit_2(capsys, populated, args, expected):
+    code, out, err = runs(capsys, *args, *populated)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert err.startswith("fmnist runs: error: ") and expected in err and "fmnist runs --store" in err
+
+
+def test_a_missing_store_folder_is_an_error_and_an_empty_one_says_so(capsys, tmp_path):
+    code, _, err = runs(capsys, "--store", str(tmp_path / "nothing"))
+    assert code == 2 and "no such folder" in err and not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    code, out, _ = runs(capsys, "--store", str(tmp_path / "empty"))
+    assert code == 0 and out.startswith("no runs in")
+
+
+def test_many_runs_are_sorted_by_their_start_and_limited(capsys, tmp_path):
+    from tasks.store import open_store
+
+    store = open_store(str(tmp_path / "artifacts"))
+    for day in range(1, 26):
+        run_id = f"202611{day:02d}-120000-{day:06x}"
+        store.put_bytes(f"runs/{run_id}/config.json", json.dumps({"preset": "full", "architectures": []}).encode())
+    code, out, _ = runs(capsys, "--store", str(tmp_path / "artifacts"))
+    rows = [line for line in out.splitlines() if line.startswith("| 2026")]
+    assert code == 0 and len(rows) == 20 and rows[0].startswith("| 20261125-") and rows[-1].startswith("| 20261106-")
+    assert "5 older runs not shown: --limit 25 shows all" in out
+
+
+def test_a_damaged_metadata_file_is_a_note_and_the_listing_still_prints(capsys, tmp_path):
+    from tasks.store import open_store
+
+    store = open_store(str(tmp_path / "artifacts"))
+    store.put_bytes("runs/20261101-000000-aaaaaa/config.json", b'{"preset": "full", "architectures": ["baseline"]}')
+    store.put_bytes("runs/20261101-000000-aaaaaa/baseline/metrics.json", b"{cut sh")
+    store.put_bytes("runs/20261102-000000-bbbbbb/config.json", b"<html>")
+    code, out, _ = runs(capsys, "--store", str(tmp_path / "artifacts"))
+    assert code == 0 and "(2 of 2)" in out
+    assert "20261101-000000-aaaaaa: " in out and "baseline/metrics.json: not JSON" in out
+    assert "20261102-000000-bbbbbb: " in out and "config.json: not JSON" in out

@@ -1,0 +1,44 @@
+"""One tiny trained run shared by the predict and runs tests: `fmnist run` as a user types it, in a fresh folder.
+
+`--preset quick --architectures baseline --test-rows 10000`: one model, 3,000 train rows, 2 epochs (about 30 s on
+2 cores), tested on all 10,000 test rows so that it competes and becomes the champion (models/champion.json), as a
+full run's would. Cached per test session (both test modules import it); the folder is removed at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from test_readme_commands import user_env
+
+TRAIN_COMMAND = "fmnist run --preset quick --architectures baseline --test-rows 10000"
+
+
+@functools.cache
+def trained_folder() -> Path:
+    """The folder `fmnist run` ran in: ./artifacts holds one finished run with a champion."""
+    folder = Path(tempfile.mkdtemp(prefix="fmnist-trained-"))
+    atexit.register(shutil.rmtree, folder, True)
+    result = subprocess.run(TRAIN_COMMAND, shell=True, cwd=folder, env=user_env(), capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f"`{TRAIN_COMMAND}` exit {result.returncode}\n{result.stderr[-3000:]}"
+    return folder
+
+
+def trained_run_id() -> str:
+    (run,) = [p.name for p in (trained_folder() / "artifacts" / "runs").iterdir() if p.is_dir()]
+    return run
+
+
+def copy_store(source: Path, store, skip_models: bool = False) -> None:
+    """Every object of a local store into another store (S3 too), Tune's state left out."""
+    for path in sorted(source.rglob("*")):
+        key = path.relative_to(source).as_posix()
+        if (path.is_file() and "/tune/" not in key and not path.name.startswith(".")
+                and not (skip_models and path.name == "model.keras")):
+            store.put_bytes(key, path.read_bytes())
