@@ -35,6 +35,12 @@ COVERAGE: dict[str, str] = {
     "fmnist deploy": "test_deploy_as_typed",
     ".venv/bin/fmnist deploy": "test_deploy_as_typed",
     "fmnist champion": "test_quick_run_as_typed (then `fmnist champion` in the same folder)",
+    "fmnist search [--preset full|quick]": "synopsis: test_search_as_typed",
+    "fmnist run --recipe best": "synopsis: test_search_as_typed (`--preset quick --recipe best`, after the search)",
+    "fmnist search --preset quick --architectures baseline,mlp1": "test_search_as_typed",
+    "fmnist run --preset quick --recipe best --architectures baseline,mlp1": "test_search_as_typed",
+    "fmnist search --time-budget 8h": "not here: the five on all rows take hours on 2 CPUs; --time-budget is tested "
+                                      "in test_search.py::test_the_time_budget_ends_the_search_cleanly_with_what_it_has",
     "fmnist run --help": "test_help_as_typed",
     "AWS_ACCESS_KEY_ID=": "test_run_flow.py::quick_run (the same options against SeaweedFS, keys from the environment)",
     "fmnist run --ray-address auto": "not here: needs a running Ray cluster with GPUs; placement of 0.2-GPU trials "
@@ -141,6 +147,27 @@ def test_quick_run_as_typed(fresh_folder):
     assert champions.startswith(f"no champion yet in {fresh_folder / 'artifacts'}")
 
 
+@pytest.mark.slow
+def test_search_as_typed(fresh_folder):
+    """The README's quick search, then the run with the recipes it stored, in the same fresh folder."""
+    out = ok(as_typed("fmnist search --preset quick --architectures baseline,mlp1", fresh_folder, timeout=900))
+    runs = [p for p in (fresh_folder / "artifacts" / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1 and f"artifacts: {runs[0]}/" in out
+    rows = json.loads((runs[0] / "search" / "leaderboard.json").read_text())
+    assert len(rows) == 12  # the quick preset's 6 recipes for each of the two
+    assert "Table 1, the winning recipes beside the report" in out and " ± " in out
+    for arch in ("baseline", "mlp1"):
+        assert json.loads((fresh_folder / "artifacts" / "recipes" / "quick" / f"{arch}.json").read_text())["run_id"] == runs[0].name
+
+    ok(as_typed("fmnist run --preset quick --recipe best --architectures baseline,mlp1", fresh_folder))
+    best = [p for p in (fresh_folder / "artifacts" / "runs").iterdir() if p.is_dir() and p != runs[0]]
+    assert len(best) == 1
+    for arch in ("baseline", "mlp1"):
+        stored = json.loads((fresh_folder / "artifacts" / "recipes" / "quick" / f"{arch}.json").read_text())["recipe"]
+        metrics = json.loads((best[0] / arch / "metrics.json").read_text())
+        assert metrics["recipe_name"] == "best" and metrics["recipe"]["learning_rate"] == stored["learning_rate"]
+
+
 def test_first_command_as_typed(fresh_folder):
     """README command 1 runs `.venv/bin/fmnist run` from the clone's root: here from a fresh folder that holds a
     `.venv` link to the venv, one model, quick (the full protocol is the benchmark)."""
@@ -152,10 +179,12 @@ def test_first_command_as_typed(fresh_folder):
 def test_help_as_typed(fresh_folder):
     from tasks.config import PipelineConfig
 
+    from flows.cli import NOT_OPTIONS
+
     out = ok(as_typed("fmnist run --help", fresh_folder, timeout=60))
     for name, field in PipelineConfig.model_fields.items():
-        assert "--" + name.replace("_", "-") in out, name
         assert field.description, f"{name} has no description (the UI form and --help show it)"
+        assert ("--" + name.replace("_", "-") in out) == (name not in NOT_OPTIONS), name
     assert "--resume" in out and "--debug" in out
 
 
