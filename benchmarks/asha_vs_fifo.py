@@ -72,6 +72,7 @@ def main() -> None:
     lines += ["", f"Wall time (whole command, incl. Prefect/Ray start and the 1-seed retrain): ASHA "
                   f"{results['asha'][0]:.0f} s, FIFO {results['fifo'][0]:.0f} s, ratio {results['asha'][0] / results['fifo'][0]:.2f}."]
     text = "\n".join(lines) + "\n"
+    write_result("asha_vs_fifo_leaderboards.json", json.dumps({s: results[s][1] for s in results}, indent=1))
     print(text)
     print(f"written to {write_result('asha_vs_fifo.md', text)}")
 

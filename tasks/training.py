@@ -463,6 +463,9 @@ def search_trial(config: dict, arrays: SplitArrays | None = None) -> None:
         arrays = {"train": load_split(store, config["dataset_version"], "train", config["train_rows"])[:2]}
     train_only: SplitArrays = {"train": arrays["train"]}
     recipe = recipe_from_sample(config["recipe"])
+    import keras
+
+    keras.backend.clear_session()  # Tune reuses a trial's process for the next: drop the last trial's graphs
     model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
                                                           fit_rows_of(train_only, architecture))
     data = trial_data(train_only, architecture.validation_split, model.input_shape[1:])
