@@ -13,7 +13,8 @@ the few trainer lines around `fit` come from gpu_packed.py, which explains why t
 
 FILE: JSON {"<architecture>": {<recipe fields>}, ...}, e.g. the `recipe` of each recipes/<preset>/<arch>.json that
 `fmnist search` stored. Knobs (environment): TRAIN_ROWS, TEST_ROWS, PATIENCE (10), MAX_EPOCHS (caps every
-recipe's epochs), XLA_PYTHON_CLIENT_MEM_FRACTION (default 1/(jobs+1)).
+recipe's epochs), XLA_PYTHON_CLIENT_MEM_FRACTION (default 1/(jobs+1)), MAX_PARALLEL (default: every job at once).
+On this 2-core CPU: KERAS_BACKEND=tensorflow MAX_PARALLEL=2.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def report(rows: list[dict], wall: float) -> str:
 
     first = rows[0]
     lines = [f"Backend: {first['backend']} on {first['device']}; keras {first['keras']}; Python {sys.version.split()[0]}; "
-             f"{len(rows)} processes at once, {wall:.0f} s wall", "",
+             f"{len(rows)} jobs, at most {os.environ.get('MAX_PARALLEL', len(rows))} at once, {wall:.0f} s wall", "",
              "| model | params | test acc % mean ± std (seeds) | report | goal | met | val acc % mean | epochs | "
              "s/epoch | recipe |", "|---|---:|---:|---:|---:|---|---:|---|---:|---|"]
     for arch in ARCHITECTURES:
@@ -115,6 +116,23 @@ def report(rows: list[dict], wall: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_jobs(commands: list[list[str]], env: dict, parallel: int) -> list[int]:
+    """Run the commands, at most `parallel` at once (all at once on a GPU; the CPU's cores on a CPU)."""
+    codes: list[int | None] = [None] * len(commands)
+    running: dict[int, subprocess.Popen] = {}
+    waiting = list(range(len(commands)))
+    while waiting or running:
+        while waiting and len(running) < parallel:
+            index = waiting.pop(0)
+            running[index] = subprocess.Popen(commands[index], env=env, cwd=str(REPO))
+        for index, process in list(running.items()):
+            if process.poll() is not None:
+                codes[index] = process.returncode
+                del running[index]
+        time.sleep(0.5)
+    return [code or 0 for code in codes]
+
+
 def main_parent(args) -> None:
     recipes = json.loads(Path(args.recipes).read_text())
     cap = env_int("MAX_EPOCHS", None)
@@ -132,10 +150,9 @@ def main_parent(args) -> None:
         results.mkdir(parents=True, exist_ok=True)
         arrays = prepare_arrays(args.data, env_int("TRAIN_ROWS", None), env_int("TEST_ROWS", None), work)
         started = time.perf_counter()
-        processes = [subprocess.Popen([sys.executable, __file__, "--worker", "--arch", arch, "--seed", str(seed),
-                                       "--recipe", json.dumps(recipes[arch]), "--arrays", str(arrays),
-                                       "--results", str(results)], env=env, cwd=str(REPO)) for arch, seed in jobs]
-        codes = [p.wait() for p in processes]
+        codes = run_jobs([[sys.executable, __file__, "--worker", "--arch", arch, "--seed", str(seed), "--recipe",
+                           json.dumps(recipes[arch]), "--arrays", str(arrays), "--results", str(results)]
+                          for arch, seed in jobs], env, env_int("MAX_PARALLEL", len(jobs)))
         wall = time.perf_counter() - started
         rows = [json.loads(p.read_text()) for p in sorted(results.glob("*-seed*.json"))]
     failed = [f"{a} seed {s}" for (a, s), code in zip(jobs, codes) if code]

@@ -469,7 +469,7 @@ def search_trial(config: dict, arrays: SplitArrays | None = None) -> None:
     model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
                                                           fit_rows_of(train_only, architecture))
     data = trial_data(train_only, architecture.validation_split, model.input_shape[1:])
-    storage = f"{config['store']} (runs/{config['run_id']}/{config.get('experiment', 'search')})"
+    storage = f"{config['store'].rstrip('/')}/{RunPaths(config['run_id']).root}/{config.get('experiment', 'search')}"
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
