@@ -183,3 +183,13 @@ def test_a_damaged_stored_recipe_names_the_file(tmp_path):
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"fmnist run: error: {folder / 'cnn2.json'}: not a valid recipe: augmentation")
     assert "found 'rotate'" in line
+
+
+def test_a_search_form_left_untouched_takes_the_chosen_presets_sample_count():
+    """The Prefect UI's form sends every field; untouched ones as the deployment's form parameters (null for the
+    preset's fields). Choosing 'quick' there must give the quick search's 6 recipes, not the full one's 16."""
+    form = SearchConfig().form_parameters()
+    assert form["num_samples"] is None and form["max_epochs"] is None
+    assert SearchConfig(**{**form, "preset": "quick"}).num_samples == 6
+    assert SearchConfig(**{**form, "preset": "quick", "num_samples": 3}).num_samples == 3  # a value typed wins
+    assert SearchConfig(num_samples=5).form_parameters()["num_samples"] == 5
