@@ -196,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
             config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
+            from tasks.progress import enable_live_progress
+            enable_live_progress()  # this terminal is the run's: a live table of the trials (plain lines if piped)
             handle_interrupts(lambda: f"fmnist run: {_interrupted(config)}")
             try:
                 result = run_flow(config)

@@ -58,6 +58,9 @@ def stop_descendants(grace_s: float) -> None:
 
 
 def _quit_now(signum: int, frame: FrameType | None) -> None:
+    from tasks.progress import restore_terminal
+
+    restore_terminal()  # a live table would leave the cursor hidden: os._exit skips its clean-up
     stop_descendants(grace_s=0.5)
     say_farewell()
     os._exit(EXIT_INTERRUPTED)

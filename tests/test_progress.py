@@ -1,0 +1,328 @@
+"""Live progress of the trials: the table in a real terminal (a pseudo-terminal), plain lines through pipes, the
+Prefect UI's log lines in both, a clean terminal after Ctrl-C; and the state logic on stand-in trials."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import io
+import logging
+import os
+import pickle
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tasks.progress import LiveTable, TrialBoard, TrialState, trial_progress_callback
+
+VENV_BIN = Path(sys.executable).parent
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def trial(trial_id: str = "t_00000", architecture: str = "baseline", max_epochs: int = 2, status: str = "RUNNING",
+          last_result: dict | None = None) -> SimpleNamespace:
+    """What the board reads of a Tune trial."""
+    return SimpleNamespace(trial_id=trial_id, config={"architecture": architecture, "max_epochs": max_epochs},
+                           status=status, last_result=last_result or {})
+
+
+def epoch(n: int, val: float = 0.8, seconds: float = 0.5) -> dict:
+    return {"epoch": n, "accuracy": 0.9, "loss": 0.3, "val_accuracy": val, "val_loss": 0.4, "seconds": seconds,
+            "finished": False}
+
+
+def finished(epochs: int, test_accuracy: float = 0.85, **extra) -> dict:
+    return {"finished": True, "epochs": epochs, "epoch": epochs, "test_accuracy": test_accuracy,
+            "best_val_accuracy": 0.86, "seconds_per_epoch": 0.5, **extra}
+
+
+# --- the state logic ---------------------------------------------------------------------------------------------
+
+def test_a_trial_runs_its_epochs_and_finishes():
+    board, t = TrialBoard(), trial(max_epochs=2)
+    board.started_trial(t)
+    assert board.result(t, epoch(1, 0.7512, 0.42)) == "baseline: epoch 1/2 val_accuracy 75.12% (0.4 s)"
+    board.result(t, epoch(2, 0.80))
+    assert board.result(t, finished(2, 0.8123)) == "baseline: finished after 2 epochs, test accuracy 81.23%"
+    (row,) = board.rows()
+    assert (row.state, row.epoch, row.val_accuracy, row.restarted_at) == (TrialState.FINISHED, 2, 0.80, None)
+    assert board.completed(t) is None  # Tune's completion after the finished result says nothing more
+
+
+def test_early_stopping_by_patience_is_stopped_early():
+    board, t = TrialBoard(), trial(max_epochs=100)
+    for n in range(1, 13):
+        board.result(t, epoch(n))
+    line = board.result(t, finished(12))
+    assert line.startswith("baseline: stopped early (patience) after 12 of 100 epochs")
+    assert board.rows()[0].state_text() == "stopped early (patience)"
+
+
+def test_a_trial_ended_by_the_scheduler_without_a_finished_result_is_stopped_early():
+    board, t = TrialBoard(), trial(max_epochs=10)
+    board.result(t, epoch(1))
+    board.result(t, epoch(2))
+    assert board.completed(t) == "baseline: stopped early by the scheduler after epoch 2/10"
+    assert board.rows()[0].state_text() == "stopped early (scheduler)"
+
+
+def test_a_failed_trial_restarts_from_its_checkpoint_and_then_fails_for_good():
+    board, t = TrialBoard(), trial(max_epochs=6)
+    board.result(t, epoch(1))
+    board.result(t, epoch(2))
+    assert "Ray restarts it from its last checkpoint" in board.recovering(t)
+    assert board.rows()[0].state == TrialState.RESTARTING
+    assert board.result(t, epoch(3)).endswith("(restarted from epoch 2)")
+    assert board.rows()[0].state_text() == "running, restarted from epoch 2"
+    assert board.result(t, epoch(4)).endswith("(0.5 s)")  # said once
+    assert board.failed(t) == "baseline: trial failed after epoch 4, with no retries left"
+    assert board.rows()[0].state_text() == "failed (no retries left), restarted from epoch 2"
+
+
+def test_a_resumed_run_shows_restored_trials_as_they_were():
+    """`fmnist run --resume`: Tune restores its trials with their last results; a finished one is shown finished,
+    an unfinished one as restarted from its checkpoint once it reports again."""
+    board = TrialBoard()
+    done = trial("a_00000", "baseline", 2, "TERMINATED", finished(2))
+    going = trial("a_00001", "cnn2", 6, "PENDING", epoch(3))
+    board.see_all([done, going])
+    rows = {row.architecture: row for row in board.rows()}
+    assert rows["baseline"].state == TrialState.FINISHED and rows["cnn2"].epoch == 3
+    assert board.result(going, epoch(4)).endswith("(restarted from epoch 3)")
+    assert board.result(going, finished(6, resumed_from_epoch=3)).startswith("cnn2: finished after 6 epochs")
+    assert {row.architecture: row.state_text() for row in board.rows()}["cnn2"] == "finished, restarted from epoch 3"
+
+
+def test_trials_that_share_an_architecture_are_told_apart_by_their_ids():
+    board = TrialBoard()
+    a, b, c = trial("x_00000", "mlp1"), trial("x_00001", "mlp1"), trial("x_00002", "cnn2")
+    board.see_all([a, b, c])
+    assert [board.label(row) for row in board.rows()] == ["mlp1 x_00000", "mlp1 x_00001", "cnn2"]
+    assert board.result(b, epoch(1)).startswith("mlp1 x_00001: epoch 1/2")
+
+
+def test_the_callback_pickles_as_a_reference_to_the_restoring_processs_callback():
+    """Tune pickles its callbacks into tuner.pkl and a restored Tuner uses the unpickled ones: the old run's logger
+    (its flow run's ids) and a terminal must not come back from the store; the new run's callback does."""
+    old_lines, new_lines = [], []
+    old = trial_progress_callback(old_lines.append, live=False)
+    stored = pickle.dumps(old)
+    assert b"append" not in stored and len(stored) < 200
+    new = trial_progress_callback(new_lines.append, live=False)
+    restored = pickle.loads(stored)
+    assert restored is new
+    restored.on_trial_result(0, [], trial(), epoch(1))
+    assert new_lines and not old_lines
+
+
+# --- the live view in a terminal, without Ray --------------------------------------------------------------------
+
+class Terminal:
+    """A pseudo-terminal: `.stream` writes to it (isatty() is True), `.text()` is what it showed."""
+
+    def __init__(self, columns: int = 120, rows: int = 40) -> None:
+        self.master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.slave = slave
+        self.stream = os.fdopen(slave, "w", buffering=1)
+        self.chunks: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.chunks.append(data)
+
+    def raw(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+    def text(self) -> str:
+        return ANSI.sub("", self.raw())
+
+    def close(self) -> None:
+        self.stream.close()
+        self._reader.join(timeout=5)
+        os.close(self.master)
+
+
+def test_the_live_table_hides_the_progress_records_from_the_terminal_only(monkeypatch):
+    """While the table is up: a record the callback logs reaches the other handlers (the Prefect UI's API handler)
+    but not the terminal's; any other record is printed above the table; afterwards, all is as before."""
+    terminal = Terminal()
+    api: list[str] = []
+
+    class Api(logging.Handler):
+        def emit(self, record):
+            api.append(record.getMessage())
+
+    logger = logging.getLogger("test-progress-live")
+    logger.propagate = False
+    console, other = logging.StreamHandler(terminal.stream), Api()
+    logger.addHandler(console)
+    logger.addHandler(other)
+    logger.setLevel(logging.INFO)
+    try:
+        callback = trial_progress_callback(logger.info, live=True)
+        callback.view.stream = terminal.stream
+        with callback:
+            callback.setup()
+            assert callback.view.active and console.stream is not terminal.stream
+            t = trial("t_00000", "mlp1", 2)
+            callback.on_trial_start(0, [t], t)
+            callback.on_trial_result(0, [t], t, epoch(1, 0.8512))
+            logger.info("a line of Prefect's own")
+            callback.on_trial_result(0, [t], t, epoch(2, 0.8601))
+            callback.on_trial_result(0, [t], t, finished(2))
+            callback.on_experiment_end([t])
+            assert not callback.view.active
+        time.sleep(0.3)
+    finally:
+        logger.handlers.clear()
+        terminal.close()
+    shown = terminal.text()
+    assert console.stream is terminal.stream and not console.filters  # handed back
+    assert api == ["mlp1: epoch 1/2 val_accuracy 85.12% (0.5 s)", "a line of Prefect's own",
+                   "mlp1: epoch 2/2 val_accuracy 86.01% (0.5 s)", "mlp1: finished after 2 epochs, test accuracy 85.00%"]
+    assert "a line of Prefect's own" in shown and "val_accuracy 85.12%" not in shown
+    assert re.search(r"mlp1 +2/2 +86\.01% +0\.5 s +finished", shown), shown
+    assert terminal.raw().rstrip().count("\x1b[?25h") >= 1  # the cursor is shown again
+
+
+def test_restore_terminal_shows_the_cursor_without_taking_a_lock():
+    terminal = Terminal()
+    view = LiveTable(TrialBoard(), terminal.stream)
+    try:
+        view.start()
+        view._lock.acquire()  # as if the interrupted thread held it
+        view.restore_terminal_now()
+        view._lock.release()
+        view.stop()
+        time.sleep(0.2)
+    finally:
+        terminal.close()
+    assert terminal.raw().count("\x1b[?25h") >= 2
+
+
+# --- `fmnist run` as a user sees it ------------------------------------------------------------------------------
+
+def user_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1", TERM="xterm-256color",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
+    env.pop("FMNIST_PROGRESS", None)
+    return env
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid (start_new_session): stdin, a pty, becomes its controlling terminal, so that
+    Ctrl-C typed there reaches the foreground process group, as in a shell."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def run_in_terminal(command: str, cwd: Path, env: dict[str, str], timeout: float,
+                    press_ctrl_c_when: str | None = None) -> tuple[int, Terminal, float | None]:
+    """`command` in a shell whose stdin, stdout and stderr are one pseudo-terminal (120x40). With
+    `press_ctrl_c_when`, Ctrl-C is typed once that text has shown. Returns the exit code, the terminal, and the
+    seconds from Ctrl-C to the exit."""
+    terminal = Terminal()
+    process = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], cwd=cwd, env=env, stdin=terminal.slave,
+                               stdout=terminal.slave, stderr=terminal.slave, start_new_session=True,
+                               preexec_fn=_controlling_terminal)
+    pressed = None
+    try:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if press_ctrl_c_when and pressed is None and press_ctrl_c_when in terminal.text():
+                os.write(terminal.master, b"\x03")  # the terminal turns it into SIGINT for the foreground group
+                pressed = time.monotonic()
+            time.sleep(0.2)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            raise AssertionError(f"`{command}` still running after {timeout:.0f} s; the terminal showed:\n"
+                                 f"{terminal.text()[-4000:]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        time.sleep(0.3)  # the last output, still in the pty
+        terminal.close()
+    return process.returncode, terminal, (time.monotonic() - pressed) if pressed else None
+
+
+def flow_run_logs(prefect_api: str) -> list[str]:
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as client:
+            return [log.message for log in await client.read_logs()]
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_fmnist_run_in_a_terminal_shows_the_trials_table_and_the_ui_keeps_every_epoch_line(tmp_path, prefect_api):
+    folder = tmp_path / "user"
+    folder.mkdir()
+    run_id = f"live-{os.getpid()}"
+    code, terminal, _ = run_in_terminal(
+        f"fmnist run --preset quick --architectures baseline,mlp1 --run-id {run_id}", folder,
+        user_env(PREFECT_API_URL=prefect_api), timeout=600)
+    shown = terminal.text()
+    assert code == 0, shown[-4000:]
+    # The table's rows, in their final state: architecture, epoch counter, validation accuracy, s/epoch, state.
+    for arch in ("baseline", "mlp1"):
+        assert re.search(rf"{arch} +2/2 +\d+\.\d\d% +\d+\.\d s +finished", shown), shown[-4000:]
+    assert "trials: 2/2 done, elapsed 0:0" in shown
+    assert "\x1b[?25l" in terminal.raw() and terminal.raw().rfind("\x1b[?25h") > terminal.raw().rfind("\x1b[?25l")
+    # The per-epoch lines are not printed on the terminal (the table shows them) but reach the Prefect UI's logs.
+    assert "val_accuracy" not in shown, shown[-4000:]
+    assert f"run {run_id} (new)" in shown and "Finished in state Completed" in shown  # Prefect's own lines stay
+    logs = flow_run_logs(prefect_api)
+    for arch in ("baseline", "mlp1"):
+        assert any(line.startswith(f"{arch}: epoch 2/2 val_accuracy") for line in logs), arch
+        assert any(line.startswith(f"{arch}: finished after 2 epochs") for line in logs), arch
+    assert list((folder / "artifacts" / "runs" / run_id).glob("*/metrics.json"))
+
+
+@pytest.mark.slow
+def test_fmnist_run_through_pipes_prints_plain_lines(tmp_path):
+    folder = tmp_path / "user"
+    folder.mkdir()
+    result = subprocess.run("fmnist run --preset quick --architectures baseline", shell=True, cwd=folder,
+                            env=user_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "baseline: epoch 1/2 val_accuracy" in result.stderr and "baseline: epoch 2/2 val_accuracy" in result.stderr
+    assert "baseline: finished after 2 epochs" in result.stderr
+    assert "\x1b[" not in result.stdout + result.stderr and "trials:" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_terminal_stops_the_table_and_leaves_the_terminal_usable(tmp_path):
+    folder = tmp_path / "user"
+    folder.mkdir()
+    code, terminal, seconds = run_in_terminal(
+        "fmnist run --preset quick --architectures cnn2 --max-epochs 30 --train-rows 20000 --run-id ctrl-c-live",
+        folder, user_env(), timeout=400, press_ctrl_c_when="1/30")
+    shown, raw = terminal.text(), terminal.raw()
+    assert seconds is not None, f"the table never showed epoch 1/30:\n{shown[-4000:]}"
+    assert code == 130, shown[-4000:]
+    assert seconds < 20, f"exited {seconds:.1f} s after Ctrl-C"
+    assert "fmnist run: interrupted: resume with `fmnist run --resume ctrl-c-live`" in shown, shown[-4000:]
+    assert raw.rfind("\x1b[?25h") > raw.rfind("\x1b[?25l"), "the cursor was left hidden"
+    assert "Traceback" not in shown, shown[-4000:]
