@@ -21,6 +21,7 @@ enabled()` says whether the command that owns this terminal asked for the live v
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -247,6 +248,34 @@ def _terminal_handlers() -> list[logging.Handler]:
     return list(found.values())
 
 
+class _AboveTheTable(io.TextIOBase):
+    """A terminal stream whose lines are printed above the live table (through rich's FileProxy). Not a FileProxy
+    itself: rich's Console unwraps one (`rich_proxied_file`) and would write straight through the table."""
+
+    def __init__(self, console: Any, stream: IO[str]) -> None:
+        from rich.file_proxy import FileProxy
+
+        self._proxy = FileProxy(console, stream)
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._proxy.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._proxy.flush()
+
+    def isatty(self) -> bool:
+        return _is_terminal(self._stream)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+
 class LiveTable:
     """The rich Live view of a TrialBoard on stderr, with the terminal's log handlers routed above it."""
 
@@ -263,7 +292,6 @@ class LiveTable:
 
     def start(self) -> None:
         from rich.console import Console
-        from rich.file_proxy import FileProxy
         from rich.live import Live
 
         with self._lock:
@@ -279,10 +307,10 @@ class LiveTable:
                 rich_console = getattr(handler, "console", None)  # Prefect's: prints through its own Console
                 if isinstance(rich_console, Console):
                     original = rich_console.file
-                    rich_console.file = FileProxy(console, original)
+                    rich_console.file = _AboveTheTable(console, original)
                     self._undo.append(lambda c=rich_console, f=original: setattr(c, "file", f))
                 else:
-                    original = handler.setStream(FileProxy(console, handler.stream))
+                    original = handler.setStream(_AboveTheTable(console, handler.stream))
                     self._undo.append(lambda h=handler, s=original: h.setStream(s))
             self._live = live
             live.start(refresh=True)

@@ -160,9 +160,30 @@ class Terminal:
         os.close(self.master)
 
 
-def test_the_live_table_hides_the_progress_records_from_the_terminal_only(monkeypatch):
+LOG_LINE = re.compile(r"\d\d:\d\d:\d\d\.\d{3} \| ")
+
+
+def lines_written_through_the_table(raw: str) -> list[str]:
+    """Log lines (Prefect's `HH:MM:SS.mmm | `) written while the table was up without first erasing its lines:
+    what garbles a live view (rich erases the table, prints the line, draws the table again below it)."""
+    start, end = raw.find("\x1b[?25l"), raw.rfind("\x1b[?25h")
+    garbled = []
+    for line in raw[start:end].split("\n"):
+        found = LOG_LINE.search(line)
+        if found and "\x1b[2K" not in line[:found.start()]:
+            garbled.append(ANSI.sub("", line))
+    return garbled
+
+
+@pytest.mark.parametrize("handler_kind", ["prefect", "plain"])
+def test_the_live_table_hides_the_progress_records_from_the_terminal_only(handler_kind):
     """While the table is up: a record the callback logs reaches the other handlers (the Prefect UI's API handler)
-    but not the terminal's; any other record is printed above the table; afterwards, all is as before."""
+    but not the terminal's; any other record is printed above the table, through Prefect's console handler (which
+    prints through a rich Console of its own) as through a plain StreamHandler; afterwards, all is as before."""
+    import prefect.main  # noqa: F401  (Prefect's logging set-up)
+    from prefect.logging.formatters import PrefectFormatter
+    from prefect.logging.handlers import PrefectConsoleHandler
+
     terminal = Terminal()
     api: list[str] = []
 
@@ -172,7 +193,10 @@ def test_the_live_table_hides_the_progress_records_from_the_terminal_only(monkey
 
     logger = logging.getLogger("test-progress-live")
     logger.propagate = False
-    console, other = logging.StreamHandler(terminal.stream), Api()
+    console = PrefectConsoleHandler(stream=terminal.stream) if handler_kind == "prefect" else \
+        logging.StreamHandler(terminal.stream)
+    console.setFormatter(PrefectFormatter("%(asctime)s.%(msecs)03d | %(message)s", datefmt="%H:%M:%S"))
+    other = Api()
     logger.addHandler(console)
     logger.addHandler(other)
     logger.setLevel(logging.INFO)
@@ -181,7 +205,8 @@ def test_the_live_table_hides_the_progress_records_from_the_terminal_only(monkey
         callback.view.stream = terminal.stream
         with callback:
             callback.setup()
-            assert callback.view.active and console.stream is not terminal.stream
+            writes_to = console.console.file if handler_kind == "prefect" else console.stream
+            assert callback.view.active and writes_to is not terminal.stream
             t = trial("t_00000", "mlp1", 2)
             callback.on_trial_start(0, [t], t)
             callback.on_trial_result(0, [t], t, epoch(1, 0.8512))
@@ -196,9 +221,12 @@ def test_the_live_table_hides_the_progress_records_from_the_terminal_only(monkey
         terminal.close()
     shown = terminal.text()
     assert console.stream is terminal.stream and not console.filters  # handed back
+    if handler_kind == "prefect":
+        assert console.console.file is terminal.stream
     assert api == ["mlp1: epoch 1/2 val_accuracy 85.12% (0.5 s)", "a line of Prefect's own",
                    "mlp1: epoch 2/2 val_accuracy 86.01% (0.5 s)", "mlp1: finished after 2 epochs, test accuracy 85.00%"]
     assert "a line of Prefect's own" in shown and "val_accuracy 85.12%" not in shown
+    assert not lines_written_through_the_table(terminal.raw()), terminal.raw()
     assert re.search(r"mlp1 +2/2 +86\.01% +0\.5 s +finished", shown), shown
     assert terminal.raw().rstrip().count("\x1b[?25h") >= 1  # the cursor is shown again
 
@@ -292,6 +320,7 @@ def test_fmnist_run_in_a_terminal_shows_the_trials_table_and_the_ui_keeps_every_
     assert "\x1b[?25l" in terminal.raw() and terminal.raw().rfind("\x1b[?25h") > terminal.raw().rfind("\x1b[?25l")
     # The per-epoch lines are not printed on the terminal (the table shows them) but reach the Prefect UI's logs.
     assert "val_accuracy" not in shown, shown[-4000:]
+    assert not lines_written_through_the_table(terminal.raw())
     assert f"run {run_id} (new)" in shown and "Finished in state Completed" in shown  # Prefect's own lines stay
     logs = flow_run_logs(prefect_api)
     for arch in ("baseline", "mlp1"):
