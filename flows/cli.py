@@ -38,8 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the main job: prepare, train the five models through Ray, report")
     _add_config_options(run)
     run.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished run (same as --run-id RUN_ID)")
-    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped)")
+    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped), "
+                                               "or register it on a process work pool (--pool)")
     deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    deploy.add_argument("--flow", default="run", help="the flow to deploy: run (default; flows/deploy.py DEPLOYABLE_FLOWS lists them)")
+    deploy.add_argument("--pool", metavar="NAME", help="register on this Prefect process work pool (created if missing) "
+                                                       "and return; `prefect worker start --pool NAME` runs it")
     deploy.add_argument("--cron", default="0 2 * * *", help="schedule (default: '0 2 * * *', 02:00 every night)")
     deploy.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default: UTC)")
     deploy.add_argument("--on-collision", default="enqueue", choices=("enqueue", "cancel"),
@@ -180,9 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.debug:
             _quiet_expected_tracebacks()
         if args.command == "deploy":
-            from flows.deploy import nightly_deployment, serve_nightly
+            from flows.deploy import nightly_deployment, pool_deployment, register_on_pool, serve_nightly
 
-            serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision))
+            if args.pool:
+                deployment = pool_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow)
+                _, created = register_on_pool(deployment, args.pool)
+                print(f"registered {deployment.flow_name}/{deployment.name} on work pool {args.pool!r}"
+                      f"{' (created, type process)' if created else ''}; its runs wait for a worker: "
+                      f"`prefect worker start --pool {args.pool}` (with this PREFECT_API_URL and this project's venv)")
+            else:
+                serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision,
+                                                 args.flow))
         elif args.command == "prepare":
             from flows.prepare import describe, prepare_flow
 
