@@ -34,6 +34,10 @@ COVERAGE: dict[str, str] = {
                                   "(`fmnist run --resume ID` alone, from the run's folder)",
     "fmnist deploy": "test_deploy_as_typed",
     ".venv/bin/fmnist deploy": "test_deploy_as_typed",
+    "fmnist deploy --pool NAME": "synopsis: test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed",
+    ".venv/bin/fmnist deploy --pool": "test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed",
+    ".venv/bin/prefect worker start --pool": "test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed "
+                                             "(then the worker runs a run triggered on the deployment, from another folder)",
     "fmnist champion": "test_quick_run_as_typed (then `fmnist champion` in the same folder)",
     "fmnist run --help": "test_help_as_typed",
     "AWS_ACCESS_KEY_ID=": "test_run_flow.py::quick_run (the same options against SeaweedFS, keys from the environment)",
