@@ -442,7 +442,12 @@ def _callback_class() -> type:
             self.board.started = time.monotonic()
             if self.view is not None:
                 _active_views.add(self.view)
-                self.view.start()
+                try:
+                    self.view.start()
+                except Exception as exc:  # noqa: BLE001  (a view that cannot start must not fail the training)
+                    self.close()
+                    self.view = None
+                    self.log(f"live progress view unavailable ({type(exc).__name__}: {exc}); plain lines instead")
 
         def on_step_begin(self, iteration, trials, **info) -> None:
             self.board.see_all(trials)
