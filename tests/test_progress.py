@@ -355,3 +355,63 @@ def test_ctrl_c_in_a_terminal_stops_the_table_and_leaves_the_terminal_usable(tmp
     assert "fmnist run: interrupted: resume with `fmnist run --resume ctrl-c-live`" in shown, shown[-4000:]
     assert raw.rfind("\x1b[?25h") > raw.rfind("\x1b[?25l"), "the cursor was left hidden"
     assert "Traceback" not in shown, shown[-4000:]
+
+
+def checkpoint_recorded(folder: Path, architecture: str) -> bool:
+    """A checkpoint of the trial exists and Tune's experiment state was saved after it (what a restore uses)."""
+    tune = next((folder / "artifacts" / "runs").glob("*/tune"), None)
+    if tune is None:
+        return False
+    try:
+        saved = [p.stat().st_mtime for p in tune.glob("experiment_state-*.json")]
+        written = [p.stat().st_mtime for p in tune.glob(f"*architecture={architecture}*/checkpoint_*")]
+    except FileNotFoundError:  # replaced while we looked
+        return False
+    return bool(saved and written) and max(saved) > min(written)
+
+
+def flow_runs_of(run_id: str) -> list:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if (r.parameters.get("config") or {}).get("run_id") == run_id]
+        logs = client.read_logs()
+    runs.sort(key=lambda r: r.created)
+    return [(run, [log.message for log in logs if log.flow_run_id == run.id]) for run in runs]
+
+
+@pytest.mark.slow
+def test_a_resumed_run_shows_its_restored_trials_and_logs_into_its_own_flow_run(tmp_path, prefect_api):
+    """A run killed mid-training, then `fmnist run --resume ID` in a terminal: the table shows the trial finished
+    before the kill as finished and the other as restarted from its checkpoint; the resumed run's epoch lines go to
+    the resumed flow run's logs in the UI (Tune restores its callbacks from the store: never the killed run's)."""
+    from trial_processes import wait_for
+
+    folder = tmp_path / "user"
+    folder.mkdir()
+    run_id = f"resumed-live-{os.getpid()}"
+    env = user_env(PREFECT_API_URL=prefect_api)
+    first = subprocess.Popen(["fmnist", "run", "--preset", "quick", "--run-id", run_id, "--architectures",
+                              "baseline,cnn2", "--max-epochs", "6", "--train-rows", "6000", "--test-rows", "500"],
+                             cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        wait_for(lambda: list(folder.glob(f"artifacts/runs/{run_id}/baseline/metrics.json"))
+                 and checkpoint_recorded(folder, "cnn2"), 300, "baseline done and a cnn2 checkpoint recorded")
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the flow process, its local Ray and its trials
+        first.wait(timeout=30)
+    time.sleep(2)  # let the killed Ray's processes go
+
+    code, terminal, _ = run_in_terminal(f"fmnist run --resume {run_id}", folder, env, timeout=600)
+    shown = terminal.text()
+    assert code == 0, shown[-4000:]
+    assert re.search(r"baseline +6/6 .* finished", shown) or re.search(r"baseline +\d/6 .*stopped early", shown), \
+        shown[-4000:]
+    assert re.search(r"cnn2 +6/6 +\d+\.\d\d% +\d+\.\d s +finished, restarted from epoch [1-5]", shown), shown[-4000:]
+    assert not lines_written_through_the_table(terminal.raw())
+    (killed, killed_logs), (resumed, resumed_logs) = flow_runs_of(run_id)
+    assert any(re.match(r"cnn2: epoch \d/6 val_accuracy .* \(restarted from epoch \d\)", m) for m in resumed_logs)
+    assert any(m.startswith("cnn2: epoch 6/6 val_accuracy") for m in resumed_logs), resumed_logs
+    assert any(m.startswith("cnn2: finished after 6 epochs") for m in resumed_logs)
+    assert not any(m.startswith("cnn2: epoch 6/6") for m in killed_logs), "the resumed run logged into the killed one"
