@@ -3,7 +3,7 @@
 What it shows per trial: the architecture (and the trial id where several trials share one, as in a search), the
 epoch out of max_epochs, the latest validation accuracy, the latest epoch's seconds, and the state: pending,
 running, restarted from a checkpoint, stopped early (by patience, or by a scheduler such as ASHA), finished,
-failed; above the table, the time since training began.
+failed; above the table, the run's elapsed time (since `fmnist run` began).
 
 Where it runs: the Tune callback runs in the driver (the process that calls `Tuner.fit`), never inside a trial;
 this module imports neither Prefect nor Ray at import time (Ray lazily, for the callback's base class).
@@ -204,12 +204,14 @@ class TrialBoard:
 def enable_live_progress() -> None:
     """Called by a command that owns its terminal (`fmnist run`): trials train under a live table there when
     stdout and stderr are both a terminal (not piped, not CI) and FMNIST_PROGRESS is not 'plain'. Never set for
-    runs started by a deployment's runner or worker: they share their terminal with the runner's own logs."""
-    global _live_wanted
-    _live_wanted = True
+    runs started by a deployment's runner or worker: they share their terminal with the runner's own logs.
+    The table's elapsed time counts from this call: the run's, start-up and dataset included."""
+    global _live_wanted, _run_started
+    _live_wanted, _run_started = True, time.monotonic()
 
 
 _live_wanted = False
+_run_started: float | None = None
 
 
 def live_progress_enabled() -> bool:
@@ -439,7 +441,7 @@ def _callback_class() -> type:
                 _emitting.progress = False
 
         def setup(self, **info) -> None:
-            self.board.started = time.monotonic()
+            self.board.started = _run_started if _run_started is not None else time.monotonic()
             if self.view is not None:
                 _active_views.add(self.view)
                 try:
