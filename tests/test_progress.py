@@ -246,6 +246,33 @@ def test_restore_terminal_shows_the_cursor_without_taking_a_lock():
     assert terminal.raw().count("\x1b[?25h") >= 2
 
 
+def test_the_live_table_is_only_for_a_command_that_owns_both_streams_of_a_terminal(monkeypatch):
+    import tasks.progress as progress
+
+    terminal, piped = Terminal(), io.StringIO()
+    try:
+        monkeypatch.setattr(progress, "_live_wanted", False)
+        monkeypatch.setattr(progress, "_run_started", None)
+        monkeypatch.setenv("TERM", "xterm")
+        monkeypatch.delenv("FMNIST_PROGRESS", raising=False)
+        monkeypatch.setattr(sys, "stdout", terminal.stream)
+        monkeypatch.setattr(sys, "stderr", terminal.stream)
+        assert not progress.live_progress_enabled()  # a deployment's run: its terminal is the runner's
+        progress.enable_live_progress()
+        assert progress.live_progress_enabled()
+        monkeypatch.setenv("FMNIST_PROGRESS", "plain")
+        assert not progress.live_progress_enabled()
+        monkeypatch.delenv("FMNIST_PROGRESS")
+        monkeypatch.setenv("TERM", "dumb")
+        assert not progress.live_progress_enabled()
+        monkeypatch.setenv("TERM", "xterm")
+        monkeypatch.setattr(sys, "stdout", piped)  # `fmnist run | tee log`
+        assert not progress.live_progress_enabled()
+    finally:
+        monkeypatch.undo()
+        terminal.close()
+
+
 # --- `fmnist run` as a user sees it ------------------------------------------------------------------------------
 
 def user_env(**extra: str) -> dict[str, str]:
