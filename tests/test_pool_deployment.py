@@ -136,6 +136,7 @@ def test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed(prefect_api, tmp_path
     finally:
         output = stop(worker, "`prefect worker start`")
     assert state.is_completed(), f"{state}\n{output[-4000:]}"
+    assert "Traceback" not in output and "stopped!" in output, output[-4000:]  # a clean stop on Ctrl-C
     (metrics,) = store.glob("runs/*/baseline/metrics.json")
     assert json.loads(metrics.read_text())["epochs"] == 2
     assert list(store.glob("runs/*/run.json"))
