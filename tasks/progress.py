@@ -159,6 +159,11 @@ class TrialBoard:
         row = self.see(trial)
         if row.finished_result or row.state in FINAL_STATES:
             return None
+        if row.max_epochs and row.epoch >= row.max_epochs:  # ASHA stops at max_t: max_t == max_epochs does this
+            with self._lock:
+                row.state, row.why = TrialState.STOPPED_EARLY, "scheduler, before its evaluation"
+            return (f"{self.label(row)}: stopped by the scheduler at its last epoch {row.epoch}/{row.max_epochs}, "
+                    f"before its evaluation (a scheduler's max_t must exceed max_epochs)")
         with self._lock:
             row.state, row.why = TrialState.STOPPED_EARLY, "scheduler"
         return f"{self.label(row)}: stopped early by the scheduler after epoch {row.epoch}/{row.max_epochs}"
