@@ -14,9 +14,18 @@ the callback itself reaches every handler except those writing to the terminal (
 other line written to the terminal (Prefect's own log lines, `print`) is printed above the table through the
 table's console instead of through it.
 
-API: `trial_progress_callback(log, live)` returns the tune.Callback that fanout.make_tuner puts in its RunConfig
-(and a search flow in its own); `close()` on it (or `with` it) stops the live view on any exit; `live_progress_
-enabled()` says whether the command that owns this terminal asked for the live view (`enable_live_progress`).
+API: `trial_progress_callback(log, live)` returns the tune.Callback that fanout.run_trials puts in its Tuner's
+RunConfig; `close()` on it (or `with` it) stops the live view on any exit; `live_progress_enabled()` says whether
+the command that owns this terminal asked for the live view (`enable_live_progress`, called by `fmnist run`).
+Another flow that runs Tune trials (a search) does the same:
+
+    # CLI, before the flow runs in-process:   enable_live_progress()
+    callback = trial_progress_callback(get_run_logger().info, live=live_progress_enabled())
+    with callback:  # the table stops on Ctrl-C or an error, before anything else is printed
+        tune.Tuner(..., run_config=tune.RunConfig(callbacks=[callback], ...)).fit()
+
+Trials that share an architecture are labelled with their trial ids; a trial a scheduler (ASHA) ends without a
+finished=True result shows as stopped early (scheduler).
 """
 
 from __future__ import annotations
