@@ -341,6 +341,12 @@ def check_trials_fit(config: PipelineConfig, progress: Progress = lambda _: None
                              f"{PLACEMENT_TIMEOUT_ENV} sets the wait)")
 
 
+def _progress_callback(progress: Progress):
+    """Plain progress lines, as before tasks.progress (kept for callers of this name; new code calls
+    trial_progress_callback, whose `live` shows the table on a terminal)."""
+    return trial_progress_callback(progress, live=False)
+
+
 def trial_resources(config: PipelineConfig) -> dict[str, float]:
     """What each trial asks Ray for: with gpus_per_trial=1 one trial per GPU, with 0.2 five share one."""
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
