@@ -376,12 +376,15 @@ def test_fmnist_run_through_pipes_prints_plain_lines(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_a_terminal_stops_the_table_and_leaves_the_terminal_usable(tmp_path):
+def test_ctrl_c_in_a_terminal_stops_the_table_and_leaves_the_terminal_usable(tmp_path, prefect_api):
+    """Ctrl-C typed in the terminal while the table is up. A Prefect server outside the process group (the
+    temporary one dies of the same Ctrl-C, and Prefect's crash reports to it can outlast the 8 s grace: that path,
+    shared with the piped case, is test_reliability.py's)."""
     folder = tmp_path / "user"
     folder.mkdir()
     code, terminal, seconds = run_in_terminal(
         "fmnist run --preset quick --architectures cnn2 --max-epochs 30 --train-rows 20000 --run-id ctrl-c-live",
-        folder, user_env(), timeout=400, press_ctrl_c_when="1/30")
+        folder, user_env(PREFECT_API_URL=prefect_api), timeout=400, press_ctrl_c_when="1/30")
     shown, raw = terminal.text(), terminal.raw()
     assert seconds is not None, f"the table never showed epoch 1/30:\n{shown[-4000:]}"
     assert code == 130, shown[-4000:]
