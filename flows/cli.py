@@ -38,12 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="the main job: prepare, train the five models through Ray, report")
     _add_config_options(run)
     run.add_argument("--resume", metavar="RUN_ID", help="resume an unfinished run (same as --run-id RUN_ID)")
-    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped), "
-                                               "or register it on a process work pool (--pool)")
+    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until "
+                                               "stopped), or register it on a process work pool (--pool)")
     deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
-    deploy.add_argument("--flow", default="run", help="the flow to deploy: run (default; flows/deploy.py DEPLOYABLE_FLOWS lists them)")
-    deploy.add_argument("--pool", metavar="NAME", help="register on this Prefect process work pool (created if missing) "
-                                                       "and return; `prefect worker start --pool NAME` runs it")
+    deploy.add_argument("--flow", default="run",
+                        help="the flow to deploy: run (default; flows/deploy.py DEPLOYABLE_FLOWS lists them)")
+    deploy.add_argument("--pool", metavar="NAME",
+                        help="register on this Prefect process work pool (created if missing) and return; "
+                             "`prefect worker start --pool NAME` runs it")
     deploy.add_argument("--cron", default="0 2 * * *", help="schedule (default: '0 2 * * *', 02:00 every night)")
     deploy.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default: UTC)")
     deploy.add_argument("--on-collision", default="enqueue", choices=("enqueue", "cancel"),

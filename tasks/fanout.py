@@ -428,7 +428,8 @@ def trial_error_line(error: BaseException) -> str:
 
 
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None, manifest: dict | None = None, live: bool = False) -> dict[str, dict]:
+               progress: Progress = lambda _: None, manifest: dict | None = None,
+               live: bool = False) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture. With `live`, the
     trials show as a table updated in place on this terminal (tasks.progress), stopped on any exit."""
     # A missing version fails here, once, not in five retried trials.
