@@ -218,8 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (KeyboardInterrupt, SystemExit) as exc:
                 if not isinstance(exc, KeyboardInterrupt) and not was_interrupted():
                     raise
+                say_farewell()  # first: killing the raylet can end this process at once (Ray's core worker, exit 1)
                 stop_descendants(grace_s=3)  # local Ray, its trials, Prefect's temporary server
-                say_farewell()
                 return EXIT_INTERRUPTED
             print(result["markdown"])
             print(f"artifacts: {result['store'].rstrip('/')}/{RunPaths(result['run_id']).root}/")
