@@ -392,8 +392,9 @@ def test_ctrl_c_in_a_terminal_stops_the_table_and_leaves_the_terminal_usable(tmp
     assert "Traceback" not in shown, shown[-4000:]
     assert "fmnist run: interrupted: resume with `fmnist run --resume ctrl-c-live`" in shown, shown[-4000:]
     if code == 1 and "core_worker.cc" in shown:
-        # Seen in 2 of 16 runs, with or without the table: while the CLI stops the local Ray, Ray's core worker in
-        # the driver sees its raylet gone and ends the process itself with exit 1. Not the table's doing.
+        # Seen in 2 of 16 runs of this test (2026-11-27): while the CLI stops the local Ray, Ray's core worker in
+        # the driver logs "Attempting to recover … lost objects" and the process ends with exit 1 before the CLI
+        # returns 130; the table had already stopped. Probably also the flaky double Ctrl-C of test_reliability.
         pytest.xfail("known race in the Ctrl-C path: Ray's core worker exited 1 while its raylet was stopped")
     assert code == 130, shown[-4000:]
 
