@@ -18,12 +18,21 @@ from tasks.errors import ConfigError, PipelineError
 NOT_OPTIONS = ("recipes",)
 
 
-def _config_class(command: str) -> type[PipelineConfig]:
-    return SearchConfig if command == "search" else PipelineConfig
+def _config_class(args: argparse.Namespace) -> type[PipelineConfig]:
+    """The search's config for `fmnist search` and `fmnist deploy --flow search`, the run's otherwise."""
+    return SearchConfig if args.command == "search" or getattr(args, "flow", None) == "search" else PipelineConfig
 
 
-def _add_config_options(parser: argparse.ArgumentParser, config_class: type[PipelineConfig] = PipelineConfig) -> None:
-    for name, field in config_class.model_fields.items():
+# Options only a search has (`fmnist deploy` takes them with --flow search).
+SEARCH_ONLY = tuple(name for name in SearchConfig.model_fields if name not in PipelineConfig.model_fields)
+
+
+def _add_config_options(parser: argparse.ArgumentParser, config_class: type[PipelineConfig] = PipelineConfig,
+                        search_options: bool = False) -> None:
+    fields = dict(config_class.model_fields)
+    if search_options:  # the run's options, then the search's own
+        fields.update({name: SearchConfig.model_fields[name] for name in SEARCH_ONLY})
+    for name, field in fields.items():
         if name in NOT_OPTIONS:
             continue
         flag = "--" + name.replace("_", "-")
@@ -51,13 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search each architecture's training recipe (Optuna + ASHA), retrain "
                                                 "the winners with several seeds, keep the best recipes")
     _add_config_options(search, SearchConfig)
-    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until stopped)")
+    deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until "
+                                               "stopped), or register it on a process work pool (--pool)")
     deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+    deploy.add_argument("--flow", default="run", choices=("run", "search"),
+                        help="the flow to deploy: run (the nightly retraining, default) or search (the nightly "
+                             "recipe search; takes the search's options too)")
+    deploy.add_argument("--pool", metavar="NAME",
+                        help="register on this Prefect process work pool (created if missing) and return; "
+                             "`prefect worker start --pool NAME` runs it")
     deploy.add_argument("--cron", default="0 2 * * *", help="schedule (default: '0 2 * * *', 02:00 every night)")
     deploy.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default: UTC)")
     deploy.add_argument("--on-collision", default="enqueue", choices=("enqueue", "cancel"),
                         help="a run started while one is going waits (enqueue, default) or is cancelled")
-    _add_config_options(deploy)
+    _add_config_options(deploy, search_options=True)
     champion = commands.add_parser("champion", help="show the current champion models")
     champion.add_argument("--store", default="./artifacts", help="the store to read (default: ./artifacts)")
     champion.add_argument("--s3-endpoint", help="S3-compatible endpoint URL")
@@ -166,8 +182,13 @@ def _open_store(uri: str, s3_endpoint: str | None):
 
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config options typed on the command line (argparse leaves the others None)."""
-    fields = _config_class(args.command).model_fields
-    return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    fields = _config_class(args).model_fields
+    given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    misplaced = [name for name in SEARCH_ONLY if getattr(args, name, None) is not None and name not in fields]
+    if misplaced:
+        flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
+        raise ConfigError(f"{flags}: options of a search; deploy one with `fmnist deploy --flow search {flags} …`")
+    return given
 
 
 def _config_from(args: argparse.Namespace) -> PipelineConfig:
@@ -176,7 +197,7 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
     from tasks.runs import RunPaths, read_stored_config, refuse_finished, resume_config
 
     given = _given_options(args)
-    if args.command == "search":
+    if _config_class(args) is SearchConfig:
         return build_search_config(**given)
     if getattr(args, "resume", None):
         given["run_id"] = args.resume
@@ -296,9 +317,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.debug:
             _quiet_expected_tracebacks()
         if args.command == "deploy":
-            from flows.deploy import nightly_deployment, serve_nightly
+            from flows.deploy import nightly_deployment, pool_deployment, register_on_pool, serve_nightly
 
-            serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision))
+            if args.pool:
+                deployment = pool_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow)
+                _, created = register_on_pool(deployment, args.pool)
+                print(f"registered {deployment.flow_name}/{deployment.name} on work pool {args.pool!r}"
+                      f"{' (created, type process)' if created else ''}; its runs wait for a worker: "
+                      f"`prefect worker start --pool {args.pool}` (with this PREFECT_API_URL and this project's venv)")
+            else:
+                serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision,
+                                                 args.flow))
         elif args.command == "prepare":
             from flows.prepare import describe, prepare_flow
 
@@ -311,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
             config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
+            from tasks.progress import enable_live_progress
+            enable_live_progress()  # this terminal is the run's: a live table of the trials (plain lines if piped)
             handle_interrupts(lambda: f"fmnist {args.command}: {_interrupted(config, args.command)}")
             try:
                 if args.command == "search":
@@ -324,8 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except (KeyboardInterrupt, SystemExit) as exc:
                 if not isinstance(exc, KeyboardInterrupt) and not was_interrupted():
                     raise
+                say_farewell()  # first: killing the raylet can end this process at once (Ray's core worker, exit 1)
                 stop_descendants(grace_s=3)  # local Ray, its trials, Prefect's temporary server
-                say_farewell()
                 return EXIT_INTERRUPTED
             print(result["markdown"])
             print(f"artifacts: {result['store'].rstrip('/')}/{RunPaths(result['run_id']).root}/")

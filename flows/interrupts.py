@@ -58,8 +58,13 @@ def stop_descendants(grace_s: float) -> None:
 
 
 def _quit_now(signum: int, frame: FrameType | None) -> None:
-    stop_descendants(grace_s=0.5)
+    from tasks.progress import restore_terminal
+
+    restore_terminal()  # a live table would leave the cursor hidden: os._exit skips its clean-up
+    # The line first: once the raylet is killed, Ray's core worker in this process may end it at once
+    # ("Raylet IPC connection failed … the local Raylet is dead", exit 1), before a line printed afterwards.
     say_farewell()
+    stop_descendants(grace_s=0.5)
     os._exit(EXIT_INTERRUPTED)
 
 

@@ -17,6 +17,7 @@ from tasks.champion import Decision, promote
 from tasks.config import PipelineConfig
 from tasks.errors import ChampionFileError, PipelineError, StoreError
 from tasks.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
+from tasks.progress import live_progress_enabled
 from tasks.reporting import keep_unpromoted_summary, publish_report, run_record
 from tasks.recipes import resolve_recipes
 from tasks.runs import Run, claim_run
@@ -63,7 +64,7 @@ def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
     with signals_unwrapped_from_ray():
         return run_trials(run.config, run.store, run.run_id, run.dataset_version, progress=get_run_logger().info,
-                          manifest=run.manifest)
+                          manifest=run.manifest, live=live_progress_enabled())
 
 
 def _retry_only_store_faults(task, task_run, state) -> bool:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError, StoreError
+from tasks.progress import trial_progress_callback
 from tasks.shards import load_manifest
 from tasks.store import Store
 from tasks.runs import RunPaths
@@ -340,27 +341,6 @@ def check_trials_fit(config: PipelineConfig, progress: Progress = lambda _: None
                              f"{PLACEMENT_TIMEOUT_ENV} sets the wait)")
 
 
-def _progress_callback(progress: Progress):
-    from ray import tune
-
-    class TrialProgress(tune.Callback):
-        """One terminal line per epoch and per finished trial."""
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            arch = trial.config["architecture"]
-            if result.get("finished") and "test_accuracy" in result:
-                progress(f"{arch}: finished after {result.get('epoch')} epochs, test accuracy {100 * result['test_accuracy']:.2f}%")
-            else:  # an epoch (a search trial's last one too: it has no test accuracy)
-                progress(f"{arch}: epoch {result['epoch']} val_accuracy {100 * result['val_accuracy']:.2f}% "
-                         f"({result['seconds']:.1f} s)")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            progress(f"{trial.config['architecture']}: trial failed (Ray retries it from its last checkpoint "
-                     f"up to max_failures times)")
-
-    return TrialProgress()
-
-
 def trial_resources(config: PipelineConfig) -> dict[str, float]:
     """What each trial asks Ray for: with gpus_per_trial=1 one trial per GPU, with 0.2 five share one."""
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
@@ -379,9 +359,13 @@ def has_experiment_state(filesystem, experiment: str) -> bool:
 def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
                progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial,
                manifest: dict | None = None, name: str = "tune", grid: dict[str, list] | None = None,
-               extra: dict[str, Any] | None = None):
+               extra: dict[str, Any] | None = None, progress_callback=None):
     """A Tuner with one trial per architecture (times each `grid` value), storing under runs/<run_id>/<name>;
-    restored if that exists. `extra` adds to (or overrides) each trial's config."""
+    restored if that exists. `extra` adds to (or overrides) each trial's config.
+
+    `progress_callback` (tasks.progress.trial_progress_callback) reports the trials; by default one that logs
+    plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.progress)."""
+    progress_callback = progress_callback or trial_progress_callback(progress, live=False)
     from ray import tune
 
     filesystem, base = store.arrow_filesystem()
@@ -410,7 +394,7 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
             storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_progress_callback(progress)],
+            callbacks=[progress_callback],
             verbose=0,
         ),
     )
@@ -441,16 +425,23 @@ def trial_error_line(error: BaseException) -> str:
 
 
 def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None, manifest: dict | None = None) -> dict[str, dict]:
-    """Train every configured architecture as a Tune trial; return their metrics by architecture."""
+               progress: Progress = lambda _: None, manifest: dict | None = None,
+               live: bool = False) -> dict[str, dict]:
+    """Train every configured architecture as a Tune trial; return their metrics by architecture. With `live`, the
+    trials show as a table updated in place on this terminal (tasks.progress), stopped on any exit."""
     # A missing version fails here, once, not in five retried trials.
     manifest = manifest or load_manifest(store, dataset_version)
     connect_ray(config.ray_address)
     check_store_reaches_every_node(store.uri)
     check_trials_fit(config, progress)  # before Tune, which would wait forever for an impossible trial
     keep_secrets_out_of_trial_env()
-    tuner = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest)
-    results = fit_or_explain(tuner, config, store, run_id, resume_with=f"fmnist run --resume {run_id}")
+    # A live view needs the Tune loop in this process; through Ray Client (ray://) it runs on the cluster.
+    from ray.util.client import ray as ray_client
+
+    shown = trial_progress_callback(progress, live=live and not ray_client.is_connected())
+    with shown:  # the live view stops on any exit (Ctrl-C, an error) before anything else is printed
+        tuner = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest, progress_callback=shown)
+        results = fit_or_explain(tuner, config, store, run_id, resume_with=f"fmnist run --resume {run_id}")
     # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
     trained = [r.config["architecture"] for r in results]
     return {arch: json.loads(store.get_bytes(RunPaths(run_id).metrics(arch))) for arch in trained}

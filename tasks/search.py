@@ -19,7 +19,8 @@ from tasks.architectures import ARCHITECTURES
 from tasks.config import PRESETS, SearchConfig
 from tasks.errors import PipelineError
 from tasks.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
-                          keep_secrets_out_of_trial_env, make_tuner, trial_resources, _progress_callback)
+                          keep_secrets_out_of_trial_env, make_tuner, trial_resources)
+from tasks.progress import live_progress_enabled, trial_progress_callback
 from tasks.recipes import keep_if_better, recipe_from_sample, search_space
 from tasks.runs import RunPaths
 from tasks.shards import load_split
@@ -80,7 +81,7 @@ def make_scheduler(config: SearchConfig):
 
 
 def search_tuner(config: SearchConfig, store: Store, run_id: str, dataset_version: str, architecture: str,
-                 train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None, progress: Progress):
+                 train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None, progress_callback):
     """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (tuner, scheduler)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -104,7 +105,7 @@ def search_tuner(config: SearchConfig, store: Store, run_id: str, dataset_versio
             name=architecture, storage_path=f"{base}/{RunPaths(run_id).root}/search", storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[_progress_callback(progress)], verbose=0),
+            callbacks=[progress_callback], verbose=0),
     )
     return tuner, scheduler
 
@@ -145,11 +146,13 @@ def search_architecture(config: SearchConfig, store: Store, run_id: str, dataset
                         progress: Progress) -> list[dict]:
     progress(f"search {architecture}: {config.num_samples} recipes, {config.scheduler.upper()}"
              + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else ""))
-    tuner, scheduler = search_tuner(config, store, run_id, dataset_version, architecture, train_rows, time_budget_s,
-                                    progress)
-    started = time.monotonic()
-    results = fit_or_explain(tuner, config, store, run_id, tolerate_failures=True,
-                             resume_with="fmnist search (a search is not resumed: start it again)")
+    shown = trial_progress_callback(progress, live=live_progress_enabled())
+    with shown:  # on a terminal, the trials as a live table (plain lines elsewhere); stopped on any exit
+        tuner, scheduler = search_tuner(config, store, run_id, dataset_version, architecture, train_rows,
+                                        time_budget_s, shown)
+        started = time.monotonic()
+        results = fit_or_explain(tuner, config, store, run_id, tolerate_failures=True,
+                                 resume_with="fmnist search (a search is not resumed: start it again)")
     budget_reached = time_budget_s is not None and time.monotonic() - started >= time_budget_s * 0.98
     rows = leaderboard_rows(results, architecture, scheduler.stopped, budget_reached)
     if not rows:
@@ -233,9 +236,11 @@ def retrain_winners(config: SearchConfig, store: Store, run_id: str, dataset_ver
     chosen = config.model_copy(update={"architectures": list(winners)})
     extra = {"recipe": "search", "recipes": {arch: row["config"] for arch, row in winners.items()},
              "artifact_name": tune.sample_from(lambda spec: seed_folder(spec.config["architecture"], spec.config["seed"]))}
-    tuner = make_tuner(chosen, store, run_id, dataset_version, progress, manifest=manifest, name="retrain",
-                       grid={"seed": seeds}, extra=extra)
-    fit_or_explain(tuner, config, store, run_id, resume_with="fmnist search (a search is not resumed: start it again)")
+    shown = trial_progress_callback(progress, live=live_progress_enabled())
+    with shown:
+        tuner = make_tuner(chosen, store, run_id, dataset_version, progress, manifest=manifest, name="retrain",
+                           grid={"seed": seeds}, extra=extra, progress_callback=shown)
+        fit_or_explain(tuner, config, store, run_id, resume_with="fmnist search (a search is not resumed: start it again)")
     paths = RunPaths(run_id)
     return {arch: publish_winner(store, run_id, arch, [json.loads(store.get_bytes(paths.metrics(seed_folder(arch, s))))
                                                        for s in seeds])

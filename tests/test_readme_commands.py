@@ -34,6 +34,10 @@ COVERAGE: dict[str, str] = {
                                   "(`fmnist run --resume ID` alone, from the run's folder)",
     "fmnist deploy": "test_deploy_as_typed",
     ".venv/bin/fmnist deploy": "test_deploy_as_typed",
+    "fmnist deploy --pool NAME": "synopsis: test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed",
+    ".venv/bin/fmnist deploy --pool": "test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed",
+    ".venv/bin/prefect worker start --pool": "test_pool_deployment.py::test_fmnist_deploy_pool_then_a_worker_runs_it_as_typed "
+                                             "(then the worker runs a run triggered on the deployment, from another folder)",
     "fmnist champion": "test_quick_run_as_typed (then `fmnist champion` in the same folder)",
     "fmnist search [--preset full|quick]": "synopsis: test_search_as_typed",
     "fmnist run --recipe best": "synopsis: test_search_as_typed (`--preset quick --recipe best`, after the search)",

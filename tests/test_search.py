@@ -139,3 +139,41 @@ def test_the_time_budget_ends_the_search_cleanly_with_what_it_has(prefect_api, r
     assert (store / "runs/budget/baseline/model.keras").is_file() and (store / "runs/budget/run.json").is_file()
     ended = {row["ended"] for row in rows}
     assert ended <= {"finished", "stopped by ASHA", "stopped by the time budget"}
+
+
+def test_the_search_runs_from_the_prefect_ui_form(prefect_api, tmp_path, monkeypatch):
+    """`fmnist deploy --flow search`'s deployment, run with what the UI's Custom run form sends: every field of the
+    schema at its default, then the user's changes (quick, one model, 2 recipes, 1 seed)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.runner import Runner
+
+    from flows.deploy import nightly_deployment
+    from tasks.config import SearchConfig
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the runner starts the flow run in a subprocess
+    name, store = f"search-{uuid.uuid4().hex[:6]}", tmp_path / "store"
+    deployment = nightly_deployment(SearchConfig(store=str(store)), name=name, flow="search")
+    changed = {"preset": "quick", "architectures": ["baseline"], "num_samples": 2, "seeds": 1}
+
+    async def submit_form_and_serve_once():
+        runner = Runner(name=name)
+        deployment_id = await runner.aadd_deployment(deployment)
+        async with get_client() as client:
+            stored = await client.read_deployment(deployment_id)
+            fields = stored.parameter_openapi_schema["definitions"]["SearchConfig"]["properties"]
+            given = stored.parameters["config"]
+            payload = {field: given.get(field, spec.get("default")) for field, spec in fields.items()} | changed
+            flow_run = await client.create_flow_run_from_deployment(deployment_id, parameters={"config": payload})
+        await runner.start(run_once=True)
+        async with get_client() as client:
+            finished = await client.read_flow_run(flow_run.id)
+            artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        return payload, finished, artifacts
+
+    payload, finished, artifacts = asyncio.run(submit_form_and_serve_once())
+    assert set(payload) == set(SearchConfig.model_fields) and payload["time_budget"] is None
+    assert finished.state.is_completed(), finished.state
+    (leaderboard,) = store.glob("runs/*/search/leaderboard.json")
+    assert len(json.loads(leaderboard.read_text())) == 2
+    assert {a.key for a in artifacts} == {"fmnist-search-leaderboard", "fmnist-search-table1", "fmnist-search-summary"}
