@@ -43,6 +43,10 @@ COVERAGE: dict[str, str] = {
     "fmnist run --recipe best": "synopsis: test_search_as_typed (`--preset quick --recipe best`, after the search)",
     "fmnist search --preset quick --architectures baseline,mlp1": "test_search_as_typed",
     "fmnist run --preset quick --recipe best --architectures baseline,mlp1": "test_search_as_typed",
+    ".venv/bin/fmnist deploy --flow search --pool fmnist": "not here as typed (an 8-hour budget on a pool's worker); "
+                                                           "the same deployment from the UI form: test_search.py::"
+                                                           "test_the_search_runs_from_the_prefect_ui_form; --pool: "
+                                                           "test_pool_deployment.py",
     "fmnist search --time-budget 8h": "not here: the five on all rows take hours on 2 CPUs; --time-budget is tested "
                                       "in test_search.py::test_the_time_budget_ends_the_search_cleanly_with_what_it_has",
     "fmnist run --help": "test_help_as_typed",
