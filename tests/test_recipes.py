@@ -193,3 +193,10 @@ def test_a_search_form_left_untouched_takes_the_chosen_presets_sample_count():
     assert SearchConfig(**{**form, "preset": "quick"}).num_samples == 6
     assert SearchConfig(**{**form, "preset": "quick", "num_samples": 3}).num_samples == 3  # a value typed wins
     assert SearchConfig(num_samples=5).form_parameters()["num_samples"] == 5
+
+
+def test_tpe_models_the_results_after_a_third_of_the_samples():
+    from tasks.search import startup_trials, tpe_sampler
+
+    assert [startup_trials(n) for n in (1, 6, 16, 30, 100)] == [3, 3, 5, 10, 10]
+    assert type(tpe_sampler(16, 0)).__name__ == "TPESampler"
