@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 from prefect.runner import Runner
 from prefect.states import Cancelling
 
@@ -86,7 +86,7 @@ def test_the_ui_forms_payload_trains_what_the_chosen_preset_says(prefect_api, tm
         async with get_client() as client:
             finished = await client.read_flow_run(flow_run.id)
             artifacts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
-            logs = await client.read_logs()
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
         return payload, finished, artifacts, [log.message for log in logs if log.flow_run_id == flow_run.id]
 
     payload, finished, artifacts, logs = asyncio.run(submit_form_and_serve_once())

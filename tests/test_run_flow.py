@@ -91,10 +91,18 @@ def test_the_sentinel_secret_appears_nowhere(quick_run, s3_server, prefect_api):
     leaked = [k for k in objects if secret in quick_run.get_bytes(k)]
     assert not leaked, f"secret found in {leaked}"
 
+    async def every_page(read) -> list:  # the server answers at most 200 per call
+        found: list = []
+        while True:
+            page = await read(limit=200, offset=len(found))
+            found += page
+            if len(page) < 200:
+                return found
+
     async def prefect_texts():
         async with get_client() as client:
-            artifacts = await client.read_artifacts()
-            logs = await client.read_logs()
+            artifacts = await every_page(client.read_artifacts)
+            logs = await every_page(client.read_logs)
         return [str(a.data) for a in artifacts] + [log.message for log in logs]
 
     texts = asyncio.run(prefect_texts())
