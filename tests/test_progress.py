@@ -492,7 +492,12 @@ def test_trials_a_real_asha_scheduler_stops_are_stopped_early_and_the_others_fin
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from tasks.fanout import keep_secrets_out_of_trial_env
+
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # As every Tuner of the project's is made: else Tune copies this session's AWS keys into the trials' runtime_env,
+    # and the shared Ray's runtime_env_agent.log would hold them (test_run_flow's sentinel check found exactly that).
+    keep_secrets_out_of_trial_env()
     lines: list[str] = []
     callback = trial_progress_callback(lines.append, live=False)
     tuner = tune.Tuner(
