@@ -101,6 +101,13 @@ def table_artifact_key(config: PipelineConfig) -> str:
     return "fmnist-table1" if config.preset == "full" else f"fmnist-table1-{config.preset}"
 
 
+def with_prepared_dataset(run: Run) -> Run:
+    """The run with its dataset version: fetched, verified and published (a no-op when already there). Called in a
+    flow, so fetch and shard_and_publish run as its tasks; the raw arrays are dropped (the trials read the shards)."""
+    raw = fetch(run.config.source, run.config.s3_endpoint)
+    return run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
+
+
 @flow(name="fmnist-run", log_prints=True)
 def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     """Train the report's five Fashion-MNIST classifiers and publish Table 1 beside the report's."""
@@ -110,9 +117,7 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
         logger = get_run_logger()
         logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
                     f"{run.config.protocol()}; store {run.store.uri}")
-        raw = fetch(run.config.source, run.config.s3_endpoint)
-        run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
-        del raw  # the trials read the shards; free the driver's copy
+        run = with_prepared_dataset(run)
         metrics = train(run)
         decisions = promote_champions(run, metrics)
         result = report(run, metrics, decisions)

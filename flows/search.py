@@ -10,8 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.prepare import fetch, shard_and_publish
-from flows.run import claim, join_ray, promote_champions, signals_unwrapped_from_ray
+from flows.run import claim, join_ray, promote_champions, signals_unwrapped_from_ray, with_prepared_dataset
 from tasks.champion import Decision, decisions_json, decisions_markdown
 from tasks.config import SearchConfig
 from tasks.reporting import code_version, run_record
@@ -69,9 +68,7 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
         logger = get_run_logger()
         logger.info(f"search {run.run_id}: {', '.join(run.config.architectures)}; {run.config.num_samples} recipes "
                     f"each, {run.config.scheduler.upper()}; {run.config.protocol()}; store {run.store.uri}")
-        raw = fetch(run.config.source, run.config.s3_endpoint)
-        run = run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
-        del raw
+        run = with_prepared_dataset(run)
         rows = search(run)
         create_table_artifact(table=leaderboard_table(rows), key="fmnist-search-leaderboard",
                               description=f"Search {run.run_id}: every trial, best validation accuracy first")

@@ -21,7 +21,7 @@ from tasks.errors import PipelineError
 from tasks.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
                           keep_secrets_out_of_trial_env, make_tuner, trial_resources)
 from tasks.progress import live_progress_enabled, trial_progress_callback
-from tasks.recipes import keep_if_better, recipe_from_sample, search_space
+from tasks.recipes import Recipe, keep_if_better, recipe_from_sample, search_space
 from tasks.runs import RunPaths
 from tasks.shards import load_split
 from tasks.store import Store
@@ -210,8 +210,6 @@ def winners_of(rows: list[dict]) -> dict[str, dict]:
 def leaderboard_markdown(run_id: str, rows: list[dict]) -> str:
     lines = [f"# Search {run_id}: leaderboard", "",
              "| # | architecture | best val acc % | epochs | ended | recipe |", "|---:|---|---:|---:|---|---|"]
-    from tasks.recipes import Recipe
-
     for rank, row in enumerate(sorted(rows, key=lambda r: (r["architecture"], -r["best_val_accuracy"])), 1):
         lines.append(f"| {rank} | {row['architecture']} | {100 * row['best_val_accuracy']:.2f} | {row['epochs']} | "
                      f"{row['ended']} | {Recipe(**row['config']).describe()} |")
@@ -220,8 +218,6 @@ def leaderboard_markdown(run_id: str, rows: list[dict]) -> str:
 
 def leaderboard_table(rows: list[dict]) -> list[dict]:
     """The leaderboard flat, for the Prefect UI's table artifact: the recipe in words."""
-    from tasks.recipes import Recipe
-
     return [{**{k: v for k, v in row.items() if k != "config"}, "recipe": Recipe(**row["config"]).describe()}
             for row in rows]
 
@@ -303,8 +299,6 @@ def search_table_rows(winners: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def search_table_markdown(run_id: str, rows: list[dict], note: str = "") -> str:
-    from tasks.recipes import Recipe
-
     lines = [f"# Search {run_id}: Table 1, the winning recipes beside the report", "",
              "| Model | Params | Test acc % (mean ± std, seeds) | Report | Δ (points) | Val acc % | Recipe |",
              "|---|---:|---:|---:|---:|---:|---|"]
