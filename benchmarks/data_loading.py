@@ -2,7 +2,7 @@
 
 In one run, median of N tries each:
   plain      a plain script decoding the four .gz files with gzip + numpy;
-  version    tasks.training.load_dataset_arrays: every shard of the version read from the local store,
+  version    tasks.model.training.load_dataset_arrays: every shard of the version read from the local store,
              its SHA-256 checked against the manifest, Parquet decoded (goal: <= 1 s);
   in trial   what each trial pays for it instead: ray.get of the shared arrays inside a Ray task on
              the same node (zero-copy from the object store).
@@ -51,10 +51,10 @@ def main() -> None:
 
     import ray
 
-    from tasks.dataset import fetch_dataset
-    from tasks.shards import publish_dataset
-    from tasks.store import open_store
-    from tasks.training import load_dataset_arrays
+    from tasks.data.dataset import fetch_dataset
+    from tasks.data.shards import publish_dataset
+    from tasks.data.store import open_store
+    from tasks.model.training import load_dataset_arrays
 
     store = open_store(tempfile.mkdtemp(prefix="bench-data-"))
     version = publish_dataset(fetch_dataset(), store).version

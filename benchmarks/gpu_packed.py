@@ -6,10 +6,10 @@ runnable on the CPU with a tiny setting as a smoke test. Two measurements in the
 1. packed, the project's trainer: five processes at once, one architecture each, each with its share of the GPU
    (XLA_PYTHON_CLIENT_MEM_FRACTION=0.18 unless the caller sets the XLA memory variables itself). This is the
    fractional-GPU equivalent of `--gpus-per-trial 0.2` without Ray, which that machine lacks. Each process does
-   what tasks.training.train_trial does around `model.fit`: seed, `build_model` +
+   what tasks.model.training.train_trial does around `model.fit`: seed, `build_model` +
    `compile_for_seed_protocol(steps_per_execution=<PipelineConfig default>)`, the LAST 20% (cnn2: 10%) of the
    training rows as validation data, one `fit(shuffle=False)` per epoch on the fit rows in that epoch's order
-   (tasks.protocol.shuffled_for_epoch, from (seed, epoch)), batch 128, validation and test passes at the
+   (tasks.model.protocol.shuffled_for_epoch, from (seed, epoch)), batch 128, validation and test passes at the
    config's eval batch, EarlyStopping(val_accuracy, patience=10) carried across those calls, up to 100 epochs,
    and (CHECKPOINT=1, the default) a `model.keras` saved after every epoch as the trial's per-epoch checkpoint is.
 2. sequential, the plain alternative: one process trains the five one after another with plain
@@ -21,8 +21,8 @@ Wall seconds are measured from starting the process(es) to the last one exiting:
 compilation are part of what a user waits for.
 
 Imports: numpy, keras (in the worker processes only, so the parent never takes GPU memory), and the project's
-`tasks.architectures`, `tasks.dataset` and `tasks.protocol` (numpy and the standard library only). NOT imported, and why:
-`tasks.training` imports `tasks.shards` / `tasks.store` (pyarrow) at module level and its trainable needs Ray;
+`tasks.model.architectures`, `tasks.data.dataset` and `tasks.model.protocol` (numpy and the standard library only). NOT imported, and why:
+`tasks.model.training` imports `tasks.data.shards` / `tasks.data.store` (pyarrow) at module level and its trainable needs Ray;
 `tasks.config` needs pydantic, which the GPU image does not have. So the few lines of the trainer used here
 (the validation split, the input scaling, the test evaluation, early stopping across one-epoch fits) are
 repeated below, and the config's defaults are
@@ -87,8 +87,8 @@ def env_int(name: str, default: int | None) -> int | None:
 # --- the parent: data once, then the two measurements ---------------------------------------------------------
 
 def prepare_arrays(source: str, train_rows: int | None, test_rows: int | None, folder: Path) -> Path:
-    """Read and verify the raw files once (tasks.dataset: IDX headers and SHA-256), keep the rows used."""
-    from tasks.dataset import fetch_dataset
+    """Read and verify the raw files once (tasks.data.dataset: IDX headers and SHA-256), keep the rows used."""
+    from tasks.data.dataset import fetch_dataset
 
     import numpy as np
 
@@ -233,7 +233,7 @@ def main_parent(args) -> None:
 # --- the workers -----------------------------------------------------------------------------------------------
 
 def model_input(images, input_shape):
-    """As tasks.training.to_model_input: uint8 -> float32 in [0, 1], shaped as the model's Input."""
+    """As tasks.model.training.to_model_input: uint8 -> float32 in [0, 1], shaped as the model's Input."""
     import numpy as np
 
     return (images.astype(np.float32) / 255.0).reshape((-1, *input_shape))
@@ -259,7 +259,7 @@ def epoch_timer(seconds: list[float], checkpoint_dir: Path | None, timed_by_call
 
     class EpochTimer(keras.callbacks.Callback):
         """Times each epoch; with a folder, saves the model there after it as the trial's checkpoint does.
-        `timed_by_caller`: the caller sets `started` before it shuffles, as tasks.training does."""
+        `timed_by_caller`: the caller sets `started` before it shuffles, as tasks.model.training does."""
 
         started = 0.0
 
@@ -277,7 +277,7 @@ def epoch_timer(seconds: list[float], checkpoint_dir: Path | None, timed_by_call
 
 def early_stopping_across_fits(patience: int):
     """EarlyStopping(val_accuracy) whose counters survive the one-epoch `fit` calls (Keras' own resets them
-    at every `fit`), as tasks.training's ResumableEarlyStopping does."""
+    at every `fit`), as tasks.model.training's ResumableEarlyStopping does."""
     import keras
 
     class EarlyStoppingAcrossFits(keras.callbacks.EarlyStopping):
@@ -292,12 +292,12 @@ def early_stopping_across_fits(patience: int):
 
 
 def train_project(arch: str, data, settings: dict, checkpoint_dir: Path | None) -> dict:
-    """What tasks.training.train_trial does around model.fit, without Ray and the store."""
+    """What tasks.model.training.train_trial does around model.fit, without Ray and the store."""
     import keras
     import numpy as np
 
-    from tasks.architectures import ARCHITECTURES, build_model, compile_for_seed_protocol
-    from tasks.protocol import shuffled_for_epoch
+    from tasks.model.architectures import ARCHITECTURES, build_model, compile_for_seed_protocol
+    from tasks.model.protocol import shuffled_for_epoch
 
     keras.utils.set_random_seed(settings["seed"])
     model = build_model(arch)
@@ -308,7 +308,7 @@ def train_project(arch: str, data, settings: dict, checkpoint_dir: Path | None) 
     seconds: list[float] = []
     val_accuracy: list[float] = []
     early_stopping, timer = early_stopping_across_fits(settings["patience"]), epoch_timer(seconds, checkpoint_dir, True)
-    for epoch in range(settings["max_epochs"]):  # one fit per epoch: its own batch order (tasks.training.fit_epochs)
+    for epoch in range(settings["max_epochs"]):  # one fit per epoch: its own batch order (tasks.model.training.fit_epochs)
         timer.started = time.perf_counter()
         x_fit, y_fit = shuffled_for_epoch(settings["seed"], epoch, x[:split_at], y[:split_at])
         history = model.fit(
@@ -330,7 +330,7 @@ def train_plain(arch: str, data, settings: dict) -> dict:
     the report's: a global seed would give fit(shuffle=True) the same batch order every epoch."""
     import keras
 
-    from tasks.architectures import ARCHITECTURES, build_model
+    from tasks.model.architectures import ARCHITECTURES, build_model
 
     model = build_model(arch)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])

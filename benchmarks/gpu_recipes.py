@@ -2,11 +2,11 @@
 
 For the lent GPU machine (JAX, no TensorFlow, no Ray, no pyarrow; pydantic and Keras carried as wheels in .whl/),
 also runnable on the CPU with a tiny setting as a smoke test. Each job is one process doing what the project's
-trainer does for a recipe (tasks.training.train_trial around `model.fit`): seed, `build_model(arch, dropout)`,
-`tasks.recipes.compile_with_recipe` (optimizer, schedule, label smoothing), the LAST 20% (10% for cnn2 and
+trainer does for a recipe (tasks.model.training.train_trial around `model.fit`): seed, `build_model(arch, dropout)`,
+`tasks.model.recipes.compile_with_recipe` (optimizer, schedule, label smoothing), the LAST 20% (10% for cnn2 and
 resnet_bn) of the training rows validating, one `fit(shuffle=False)` per epoch on that epoch's order and
-augmentation (tasks.protocol), EarlyStopping(val_accuracy, patience) across those calls, then the test set once.
-The recipe code is the project's own (tasks.recipes, tasks.protocol, tasks.architectures: no pyarrow, no Ray);
+augmentation (tasks.model.protocol), EarlyStopping(val_accuracy, patience) across those calls, then the test set once.
+The recipe code is the project's own (tasks.model.recipes, tasks.model.protocol, tasks.model.architectures: no pyarrow, no Ray);
 the few trainer lines around `fit` come from gpu_packed.py, which explains why they are repeated there.
 
     python benchmarks/gpu_recipes.py --recipes FILE [--seeds 0,1,2] [--data DIR] [--report FILE]
@@ -41,9 +41,9 @@ def train_recipe(arch: str, recipe_values: dict, seed: int, data: dict, patience
     import keras
     import numpy as np
 
-    from tasks.architectures import ARCHITECTURES, build_model
-    from tasks.protocol import augmented, shuffled_for_epoch
-    from tasks.recipes import compile_with_recipe, parse_recipe
+    from tasks.model.architectures import ARCHITECTURES, build_model
+    from tasks.model.protocol import augmented, shuffled_for_epoch
+    from tasks.model.recipes import compile_with_recipe, parse_recipe
 
     recipe = parse_recipe(recipe_values, f"the recipe of {arch}")
     keras.utils.set_random_seed(seed)
@@ -92,7 +92,7 @@ def main_worker(args) -> None:
 
 
 def report(rows: list[dict], wall: float) -> str:
-    from tasks.architectures import ARCHITECTURES
+    from tasks.model.architectures import ARCHITECTURES
 
     first = rows[0]
     lines = [f"Backend: {first['backend']} on {first['device']}; keras {first['keras']}; Python {sys.version.split()[0]}; "

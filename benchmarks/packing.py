@@ -27,10 +27,10 @@ def main() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     from tasks.config import PipelineConfig
-    from tasks.dataset import fetch_dataset
-    from tasks.fanout import connect_ray, run_trials
-    from tasks.shards import publish_dataset
-    from tasks.store import open_store
+    from tasks.data.dataset import fetch_dataset
+    from tasks.tune.fanout import connect_ray, run_trials
+    from tasks.data.shards import publish_dataset
+    from tasks.data.store import open_store
 
     store = open_store(tempfile.mkdtemp(prefix="bench-packing-"))
     version = publish_dataset(fetch_dataset(), store).version

@@ -7,7 +7,7 @@ Prints one JSON line per model and a final line with the total wall seconds.
 Unseeded, as the report's script is. `keras.utils.set_random_seed` would make it reproducible but not plain:
 once seeded, Keras 3's `fit(shuffle=True)` gives every epoch the same batch order (design section 10), while
 the report's unseeded `fit` reshuffles each epoch. The project's trainer gets both, a new order per epoch
-drawn from (seed, epoch) (tasks.protocol); repeating that loop here would no longer be the script a user
+drawn from (seed, epoch) (tasks.model.protocol); repeating that loop here would no longer be the script a user
 writes. So numbers move from run to run by about a seed's worth (design section 2: ~0.27 points).
 """
 
@@ -36,7 +36,7 @@ def main() -> None:
 
     import keras
 
-    from tasks.architectures import ARCHITECTURES, build_model
+    from tasks.model.architectures import ARCHITECTURES, build_model
 
     f = args.folder
     x_train = read_idx(f"{f}/train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28) / 255.0

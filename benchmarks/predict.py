@@ -3,7 +3,7 @@ alternative, `model.predict(array)` (Keras' default 32-row batches) on the same 
 
 Cases: 10,000 images from a .npy, from the IDX .gz (with its labels beside it), and 1,000 PNG files; for the
 baseline (the smallest model) and cnn2 (the largest per image). Weights do not change the speed: the models are
-built from tasks.architectures and saved/loaded as .keras through the project's safe loader, as predict does.
+built from tasks.model.architectures and saved/loaded as .keras through the project's safe loader, as predict does.
 Also the whole command, `fmnist predict x.npy`, as a user runs it (Python + TensorFlow start-up included).
 
     PYTHONPATH=. .venv/bin/python benchmarks/predict.py      # about 2 minutes on 2 cores
@@ -51,10 +51,10 @@ def timed(action) -> tuple[float, object]:
 
 
 def published(store, key: str):
-    """A model saved as .keras into the store and loaded back through tasks.artifacts, as predict loads it."""
-    from tasks.architectures import build_model
-    from tasks.predict import ModelRef, load_model
-    from tasks.training import model_bytes
+    """A model saved as .keras into the store and loaded back through tasks.model.artifacts, as predict loads it."""
+    from tasks.model.architectures import build_model
+    from tasks.predict.classify import ModelRef, load_model
+    from tasks.model.training import model_bytes
 
     blob = model_bytes(build_model(key))
     store.put_bytes(f"runs/bench/{key}/model.keras", blob)
@@ -65,8 +65,9 @@ def published(store, key: str):
 def main() -> None:
     from PIL import Image
 
-    from tasks.predict import classify, load_inputs
-    from tasks.store import open_store
+    from tasks.predict.classify import classify
+    from tasks.predict.inputs import load_inputs
+    from tasks.data.store import open_store
 
     load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="predict-bench-"))

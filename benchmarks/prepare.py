@@ -3,7 +3,7 @@
 Times, in one run, the median of N runs (after one untimed warm-up) of:
   (a) decompress: read the four .gz files and gzip-decompress them, nothing else;
   fetch_dataset alone, to split (b) into its read-and-verify and its shard-and-publish parts;
-  (b) prepare, local: tasks.dataset.fetch_dataset + tasks.shards.publish_dataset into a fresh folder store;
+  (b) prepare, local: tasks.data.dataset.fetch_dataset + tasks.data.shards.publish_dataset into a fresh folder store;
   (c) prepare, S3: the same into a fresh prefix of a SeaweedFS server (`weed mini` on 127.0.0.1).
 Each prepare run writes a new store (or prefix), so it is never the no-op of an already published version.
 The issue's goal: (b) within 3x of (a).
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # tests/seaweed_server.py: the same ser
 
 from seaweed_server import SeaweedServer, temporary_root  # noqa: E402
 
-from tasks.dataset import DEBIAN_DIR, RAW_FILES, fetch_dataset  # noqa: E402
-from tasks.shards import publish_dataset  # noqa: E402
-from tasks.store import open_store  # noqa: E402
+from tasks.data.dataset import DEBIAN_DIR, RAW_FILES, fetch_dataset  # noqa: E402
+from tasks.data.shards import publish_dataset  # noqa: E402
+from tasks.data.store import open_store  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "prepare.md"
 

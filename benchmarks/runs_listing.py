@@ -66,8 +66,8 @@ def plain_listing(store) -> str:
 
 
 def main() -> None:
-    import tasks.runlist as runlist
-    from tasks.store import S3Store
+    import tasks.runs.runlist as runlist
+    from tasks.data.store import S3Store
 
     server = SeaweedServer(temporary_root("weed-bench-"))
     os.environ.update(server.credentials_env())

@@ -7,7 +7,7 @@ is then placed by the head's scheduler on another node's raylet, which starts it
 multi-node run takes. The cluster grows 1 -> 2 -> 4 workers between the measurements (nodes are added, never
 restarted), so its start-up is paid once.
 
-The trials go through the project's own `tasks.fanout.make_tuner(config, store, run_id, version, trainable=probe)`
+The trials go through the project's own `tasks.tune.fanout.make_tuner(config, store, run_id, version, trainable=probe)`
 with `PipelineConfig(store=<tmp dir>, gpus_per_trial=1.0, cpus_per_trial=0.01)`: one GPU slot per trial, so M
 slots run M trials at once. The probe sleeps T seconds and reports once. make_tuner grid-searches over
 `config.architectures` (the five names, each at most once), so it makes 5 trials; N = 10 and 20 are the same
@@ -50,7 +50,7 @@ NIGHTLY_SLOTS = 16  # 4 nodes x 4 GPUs
 
 
 def make_probe(sleep_s: float):
-    """A stand-in for tasks.training.train_trial: sleeps `sleep_s` and reports once, with its start and end."""
+    """A stand-in for tasks.model.training.train_trial: sleeps `sleep_s` and reports once, with its start and end."""
 
     def probe(config: dict) -> None:
         import time as _time
@@ -63,7 +63,7 @@ def make_probe(sleep_s: float):
         tune.report({
             "architecture": config["architecture"], "started": started, "ended": _time.time(),
             "node_id": ray.get_runtime_context().get_node_id(),
-            # what tasks.fanout's progress callback reads from a finished trial's report
+            # what tasks.tune.fanout's progress callback reads from a finished trial's report
             "finished": True, "epoch": 0, "test_accuracy": 0.0,
         })
 
@@ -92,8 +92,8 @@ def slot_turnover(intervals: list[tuple[float, float]], slots: int) -> float:
 
 def run_once(store_root: str, n_trials: int, slots: int, sleep_s: float) -> dict:
     from tasks.config import ALL_ARCHITECTURES, PipelineConfig
-    from tasks.fanout import make_tuner
-    from tasks.store import open_store
+    from tasks.tune.fanout import make_tuner
+    from tasks.data.store import open_store
 
     per_grid = len(ALL_ARCHITECTURES)
     if n_trials % per_grid:
@@ -156,7 +156,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from tasks.fanout import connect_ray
+    from tasks.tune.fanout import connect_ray
 
     store_root = tempfile.mkdtemp(prefix="scaling-store-")
     load_before = os.getloadavg()
@@ -209,7 +209,7 @@ def main() -> None:
         "",
         "`ray.cluster_utils.Cluster` on this machine: a head with 0 CPUs / 0 GPUs, M worker nodes with 1 CPU and "
         "1 logical GPU each (one GPU per node, so every trial is placed across nodes, as on the nightly cluster). "
-        f"Trials: `tasks.fanout.make_tuner(..., trainable=probe)` with `gpus_per_trial=1.0, cpus_per_trial=0.01`, "
+        f"Trials: `tasks.tune.fanout.make_tuner(..., trainable=probe)` with `gpus_per_trial=1.0, cpus_per_trial=0.01`, "
         f"the probe sleeping T = {args.sleep} s and reporting once; N = 10 and 20 repeat the five-architecture grid "
         "through Tune's `num_samples`. Wall = `Tuner.fit()` from call to return. Ideal = ceil(N/M) x T. "
         f"Whole benchmark: {total:.0f} s.",

@@ -2,7 +2,7 @@
 
 The plain script is what a user would write: `model.fit` on in-memory numpy with
 `validation_split`, batch 128, the same model. The trial is the project's own
-(`tasks.fanout.run_trials`): data from the Parquet shards, per-epoch report and
+(`tasks.tune.fanout.run_trials`): data from the Parquet shards, per-epoch report and
 checkpoint. Both get the whole machine (the trial asks for every core), both
 train on all 60,000 rows; the first epoch (graph tracing) is left out of the
 median. Ratio = trial / plain: below 1.0 the trial is faster.
@@ -27,7 +27,7 @@ def plain_keras_seconds(arch: str, epochs: int, raw) -> list[float]:
     """The plain alternative: one process, model.fit(validation_split=…) on numpy arrays."""
     import keras
 
-    from tasks.architectures import ARCHITECTURES, build_model
+    from tasks.model.architectures import ARCHITECTURES, build_model
 
     model = build_model(arch)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
@@ -52,7 +52,7 @@ def trial_seconds(arch: str, epochs: int, store, version: str) -> list[float]:
     import io
 
     from tasks.config import PipelineConfig
-    from tasks.fanout import run_trials
+    from tasks.tune.fanout import run_trials
 
     config = PipelineConfig(store=store.uri, architectures=[arch], max_epochs=epochs, patience=epochs,
                             cpus_per_trial=os.cpu_count() or 1, max_failures=0)
@@ -70,9 +70,9 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from tasks.dataset import fetch_dataset
-    from tasks.shards import publish_dataset
-    from tasks.store import open_store
+    from tasks.data.dataset import fetch_dataset
+    from tasks.data.shards import publish_dataset
+    from tasks.data.store import open_store
 
     raw = fetch_dataset()
     store = open_store(tempfile.mkdtemp(prefix="bench-store-"))

@@ -140,28 +140,28 @@ def _predict(args: argparse.Namespace) -> None:
     """Inputs first (a bad file fails before TensorFlow is imported), then the model, then one batched pass."""
     import json
 
-    from tasks import predict as p
-    from tasks.runlist import open_store_to_read
+    from tasks.predict import classify, inputs as read
+    from tasks.runs.runlist import open_store_to_read
 
-    inputs = p.load_inputs(args.images, args.invert)
+    inputs = read.load_inputs(args.images, args.invert)
     if not inputs.names:
-        raise p.PredictInputError(f"{' '.join(args.images)}: no images in it (an empty array?); expected {p.WHAT_IS_READ}")
-    labels, source = p.labels_for(inputs, args.labels)
+        raise read.PredictInputError(f"{' '.join(args.images)}: no images in it (an empty array?); expected {read.WHAT_IS_READ}")
+    labels, source = read.labels_for(inputs, args.labels)
     store = open_store_to_read(absolute_store_uri(args.store), args.s3_endpoint)
-    ref = p.choose_model(store, args.model)
-    probabilities = p.classify(p.load_model(store, ref), inputs.pixels(), args.batch_size)
-    score = p.accuracy(probabilities, labels, source)
+    ref = classify.choose_model(store, args.model)
+    probabilities = classify.classify(classify.load_model(store, ref), inputs.pixels(), args.batch_size)
+    score = classify.accuracy(probabilities, labels, source)
     if args.json:
-        print(json.dumps(p.prediction_json(inputs.names, probabilities, ref, args.top, labels, score)))
+        print(json.dumps(classify.prediction_json(inputs.names, probabilities, ref, args.top, labels, score)))
         return
     print(f"model: {ref.describe()}", file=sys.stderr)
-    print("\n".join(p.prediction_lines(inputs.names, probabilities, args.top, labels)))
+    print("\n".join(classify.prediction_lines(inputs.names, probabilities, args.top, labels)))
     if score is not None:
         print(score.line())
 
 
 def _runs(args: argparse.Namespace) -> None:
-    from tasks.runlist import compare_runs, list_runs, open_store_to_read, show_run
+    from tasks.runs.runlist import compare_runs, list_runs, open_store_to_read, show_run
 
     store = open_store_to_read(absolute_store_uri(args.store), args.s3_endpoint)
     if args.runs_action == "show":
@@ -175,7 +175,7 @@ def _runs(args: argparse.Namespace) -> None:
 @functools.lru_cache(maxsize=4)
 def _open_store(uri: str, s3_endpoint: str | None):
     """The store, opened (and on S3 checked) once however many checks before Prefect look at it."""
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     return open_store(uri, s3_endpoint)
 
@@ -194,7 +194,8 @@ def _given_options(args: argparse.Namespace) -> dict[str, Any]:
 def _config_from(args: argparse.Namespace) -> PipelineConfig:
     """The config the options describe; for a run id that exists in the store (--resume, or --run-id of an
     unfinished run), the config that run stored when it began, with the options given that don't change it."""
-    from tasks.runs import RunPaths, read_stored_config, refuse_finished, resume_config
+    from tasks.runs.run import read_stored_config, refuse_finished, resume_config
+    from tasks.keys import RunPaths
 
     given = _given_options(args)
     if _config_class(args) is SearchConfig:
@@ -218,11 +219,11 @@ def _config_from(args: argparse.Namespace) -> PipelineConfig:
 def _check_before_prefect(config: PipelineConfig) -> None:
     """What can be checked in a second is checked before Prefect's server starts (which takes many): the store
     answers, and the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s)."""
-    from tasks.dataset import fetch_dataset
+    from tasks.data.dataset import fetch_dataset
 
     store = _open_store(config.store, config.s3_endpoint)
     if config.recipe == "best" and not config.recipes:
-        from tasks.recipes import best_recipes
+        from tasks.model.recipes import best_recipes
 
         best_recipes(store, config.preset, list(config.architectures))  # none stored: say so now, not in the flow
     fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
@@ -253,7 +254,7 @@ def _quiet_expected_tracebacks() -> None:
 
 def _interrupted(config: PipelineConfig, command: str = "run") -> str:
     """What an interrupted run leaves, and the command that finishes it."""
-    from tasks.runs import RunPaths
+    from tasks.keys import RunPaths
 
     try:
         claimed = _open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
@@ -280,8 +281,8 @@ def _check_prefect_server() -> None:
 
 
 def _show_champions(store_uri: str, s3_endpoint: str | None) -> None:
-    from tasks.champion import read_champions
-    from tasks.store import open_store
+    from tasks.runs.champion import read_champions
+    from tasks.data.store import open_store
 
     pointer = read_champions(open_store(store_uri, s3_endpoint))
     if not pointer:
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _check_before_prefect(config)
         if args.command in ("run", "search"):  # Ray's own connect never gives up: fail in seconds, before Prefect
-            from tasks.fanout import check_ray_reachable
+            from tasks.tune.fanout import check_ray_reachable
             check_ray_reachable(config.ray_address)
         if not args.debug:
             _quiet_expected_tracebacks()
@@ -336,11 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command in ("run", "search"):
             from flows.interrupts import (EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants,
                                           was_interrupted)
-            from tasks.runs import RunPaths, new_run_id
+            from tasks.runs.run import new_run_id
+            from tasks.keys import RunPaths
 
             # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
             config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
-            from tasks.progress import enable_live_progress
+            from tasks.tune.progress import enable_live_progress
             enable_live_progress()  # this terminal is the run's: a live table of the trials (plain lines if piped)
             handle_interrupts(lambda: f"fmnist {args.command}: {_interrupted(config, args.command)}")
             try:

@@ -58,7 +58,7 @@ def stop_descendants(grace_s: float) -> None:
 
 
 def _quit_now(signum: int, frame: FrameType | None) -> None:
-    from tasks.progress import restore_terminal
+    from tasks.tune.progress import restore_terminal
 
     restore_terminal()  # a live table would leave the cursor hidden: os._exit skips its clean-up
     # The line first: once the raylet is killed, Ray's core worker in this process may end it at once

@@ -6,10 +6,10 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import PipelineConfig
-from tasks.dataset import RawDataset, fetch_dataset
+from tasks.data.dataset import RawDataset, fetch_dataset
 from tasks.errors import DatasetError
-from tasks.shards import PrepareResult, publish_dataset
-from tasks.store import Store, open_store
+from tasks.data.shards import PrepareResult, publish_dataset
+from tasks.data.store import Store, open_store
 
 
 def _retry_unless_bad_content(task, task_run, state) -> bool:

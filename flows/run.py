@@ -13,15 +13,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 
 from flows.prepare import fetch, shard_and_publish
-from tasks.champion import Decision, promote
+from tasks.runs.champion import Decision, promote
 from tasks.config import PipelineConfig
 from tasks.errors import ChampionFileError, PipelineError, StoreError
-from tasks.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
-from tasks.progress import live_progress_enabled
-from tasks.reporting import keep_unpromoted_summary, publish_report, run_record
-from tasks.recipes import resolve_recipes
-from tasks.runs import Run, claim_run
-from tasks.store import open_store
+from tasks.tune.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
+from tasks.tune.progress import live_progress_enabled
+from tasks.runs.reporting import keep_unpromoted_summary, publish_report, run_record
+from tasks.runs.run import resolve_recipes
+from tasks.runs.run import Run, claim_run
+from tasks.data.store import open_store
 
 # Tune warns on every per-epoch checkpoint of short epochs; the checkpoints are intended.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -47,7 +47,7 @@ def join_ray(config: PipelineConfig) -> None:
 def signals_unwrapped_from_ray() -> Iterator[None]:
     """Let a cancel from the Prefect UI reach Prefect as the signal it is.
 
-    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.fanout.connect_ray)
+    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.fanout.connect_ray)
     raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
     by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
     """

@@ -11,11 +11,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.run import claim, join_ray, promote_champions, signals_unwrapped_from_ray, with_prepared_dataset
-from tasks.champion import Decision, decisions_json, decisions_markdown
+from tasks.runs.champion import Decision, decisions_json, decisions_markdown
 from tasks.config import SearchConfig
-from tasks.reporting import code_version, run_record
-from tasks.runs import Run
-from tasks.search import (leaderboard_key, leaderboard_table, publish_leaderboard, recipes_comparable, retrain_winners, search_all,
+from tasks.runs.reporting import code_version, run_record
+from tasks.runs.run import Run
+from tasks.tune.search import (leaderboard_key, leaderboard_table, publish_leaderboard, recipes_comparable, retrain_winners, search_all,
                           search_table_markdown, search_table_rows, store_recipes, winners_of)
 
 

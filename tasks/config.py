@@ -13,8 +13,9 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.architectures import ARCHITECTURES, REPORT_ARCHITECTURES
+from tasks.model.architectures import ARCHITECTURES, REPORT_ARCHITECTURES
 from tasks.errors import ConfigError
+from tasks.model.recipes import parse_recipe
 
 # Every registered architecture can be named; the report's five are the default.
 ArchitectureName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
@@ -134,8 +135,6 @@ class PipelineConfig(BaseModel):
     @field_validator("recipes")
     @classmethod
     def _valid_recipes(cls, value: dict[str, dict] | None) -> dict[str, dict] | None:
-        from tasks.recipes import parse_recipe
-
         for architecture, recipe in (value or {}).items():
             if architecture not in ARCHITECTURES:
                 raise ValueError(f"recipe for {architecture!r}: no such architecture; expected some of {sorted(ARCHITECTURES)}")
@@ -261,7 +260,7 @@ SEARCH_PRESETS: dict[str, dict[str, int]] = {"full": {"num_samples": 16}, "quick
 
 class SearchConfig(PipelineConfig):
     """`fmnist search`: a run's config plus the search's budget and scheduler. The search space is the recipe
-    (tasks.recipes.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
+    (tasks.model.recipes.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
 
     recipe: Literal["report"] = Field(
         "report", description="A search starts from the report's layers and searches the recipe; always 'report'.")

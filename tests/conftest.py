@@ -58,8 +58,8 @@ def fashion_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def raw_dataset(fashion_dir):
-    """The four verified arrays (tasks.dataset.RawDataset); shared, so never modify them in place."""
-    from tasks.dataset import fetch_dataset
+    """The four verified arrays (tasks.data.dataset.RawDataset); shared, so never modify them in place."""
+    from tasks.data.dataset import fetch_dataset
 
     return fetch_dataset(str(fashion_dir))
 
@@ -94,7 +94,7 @@ def s3_store_uri(s3_server: SeaweedServer) -> str:
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
     """The same test on both backends: a local folder, and a fresh prefix on the session's SeaweedFS."""
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     if request.param == "local":
         return open_store(str(tmp_path / "store"))
@@ -116,7 +116,7 @@ def start_local_ray() -> None:
     """The local Ray the tests share: 2 CPUs (this machine's size), quiet workers. No-op if Ray is up."""
     import ray
 
-    from tasks.fanout import WORKER_ENV
+    from tasks.tune.fanout import WORKER_ENV
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.architectures import ARCHITECTURES, build_model
+from tasks.model.architectures import ARCHITECTURES, build_model
 from tasks.config import ALL_ARCHITECTURES
 
 REPORT_PARAMS = {"baseline": 7_850, "mlp1": 203_530, "mlp3_dropout": 247_766, "cnn1_mlp": 850_038, "cnn2": 409_034}

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.champion import CHAMPION_KEY, decisions_markdown, margin_rows, promote, read_champions
+from tasks.runs.champion import decisions_markdown, margin_rows, promote, read_champions
+
+from tasks.keys import CHAMPION_KEY
 from tasks.errors import ChampionFileError
-from tasks.store import open_store
+from tasks.data.store import open_store
 
 
 def metrics(arch: str, accuracy: float, test_rows: int = 10_000) -> dict:

@@ -28,8 +28,8 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from tasks.config import ALL_ARCHITECTURES, PipelineConfig
-from tasks.fanout import make_tuner
-from tasks.store import open_store
+from tasks.tune.fanout import make_tuner
+from tasks.data.store import open_store
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
 
@@ -150,7 +150,7 @@ BARRIER_TIMEOUT_S = 40.0
 
 
 def probe(config: dict) -> None:
-    """Stands in for tasks.training.train_trial: reports where Ray placed the trial and which GPU it got.
+    """Stands in for tasks.model.training.train_trial: reports where Ray placed the trial and which GPU it got.
 
     A barrier (one file per started trial, in a folder all nodes of this one-machine cluster see) holds every
     trial until all five have started: the placement read afterwards is one Ray made for five trials running at
@@ -171,7 +171,7 @@ def probe(config: dict) -> None:
         "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
         "gpu_share": float(context.get_assigned_resources().get("GPU", 0.0)),
         "all_started": all_started,
-        # what tasks.fanout's progress callback reads from a trial's last report
+        # what tasks.tune.fanout's progress callback reads from a trial's last report
         "finished": True, "epoch": 0, "test_accuracy": 0.0,
     })
 
@@ -292,7 +292,7 @@ def test_a_trial_must_fit_one_node_not_the_clusters_sum(ray_cluster, monkeypatch
     once. A trial of 4 CPUs fits the sum but no node: refused, naming the field and the largest node. This driver
     joined the cluster by its address and no autoscaler reported node types to its GCS, so the cluster may be
     autoscaling: the refusal comes after the placement wait (2 s here), having asked the autoscaler for the shape."""
-    from tasks.fanout import PlacementError, check_trials_fit
+    from tasks.tune.fanout import PlacementError, check_trials_fit
 
     monkeypatch.setenv("FMNIST_PLACEMENT_TIMEOUT_S", "2")
     fits = PipelineConfig(store="s3://bucket/any", cpus_per_trial=3, gpus_per_trial=1.0)

@@ -142,7 +142,7 @@ def test_resume_refuses_options_that_change_the_run_and_keeps_the_stored_config(
     """A quick run's stored config.json: `--resume ID` rebuilds it; protocol options given with it are refused by
     name, before Prefect starts; options that don't change the numbers (resources) are taken."""
     from flows.cli import _config_from, _parser
-    from tasks.runs import claim_run
+    from tasks.runs.run import claim_run
 
     store = str(tmp_path / "store")
     run = claim_run(PipelineConfig(preset="quick", store=store, run_id="q1", architectures=["cnn2"]))

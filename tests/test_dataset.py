@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tasks.dataset as dataset
-from tasks.dataset import DEBIAN_DIR, RAW_FILES, fetch_dataset, parse_idx, resolve_source
+import tasks.data.dataset as dataset
+from tasks.data.dataset import DEBIAN_DIR, RAW_FILES, fetch_dataset, parse_idx, resolve_source
 from tasks.errors import ChecksumError, DatasetError, IdxFormatError
 
 TRAIN_IMAGES, TRAIN_LABELS = RAW_FILES["train-images"], RAW_FILES["train-labels"]
@@ -395,7 +395,7 @@ def test_unreachable_http_source(tmp_path, monkeypatch) -> None:
 
 
 def test_s3_source(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
     for name, data in real_gz.items():
@@ -413,7 +413,7 @@ def test_s3_source(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
 
 def test_s3_source_uses_the_explicit_endpoint(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
     """--s3-endpoint reaches the s3:// source: no AWS_ENDPOINT_URL to fall back on (issue 9, §6.1)."""
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
     for name, data in real_gz.items():
@@ -435,7 +435,7 @@ def gzip_of_zeros(megabytes: int) -> bytes:
 
 BOMB_CHECK = """
 import resource, sys, time
-from tasks.dataset import RAW_FILES, fetch_file
+from tasks.data.dataset import RAW_FILES, fetch_file
 from tasks.errors import DatasetError
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.monotonic()

@@ -10,10 +10,11 @@ import time
 
 import pytest
 
-import tasks.lease as lease_module
+import tasks.runs.lease as lease_module
 from tasks.config import PipelineConfig
-from tasks.lease import RunInProgress, RunLease
-from tasks.runs import RunPaths, claim_run
+from tasks.runs.lease import RunInProgress, RunLease
+from tasks.runs.run import claim_run
+from tasks.keys import RunPaths
 
 
 def lease_of(store, run_id: str) -> RunLease:

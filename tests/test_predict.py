@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
-from tasks.predict import _trim_box, fashion_mnist_pixels, should_invert
+from tasks.predict.inputs import _trim_box, fashion_mnist_pixels, should_invert
 from trained_run import copy_store, trained_folder, trained_run_id
 
 TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
@@ -25,9 +25,9 @@ def artifacts() -> Path:
 @pytest.fixture(scope="module")
 def own_predictions(artifacts, raw_dataset) -> np.ndarray:
     """The model's own predictions on the first 200 test images, loaded as training's tests load it."""
-    from tasks.artifacts import load_run_model
-    from tasks.store import open_store
-    from tasks.training import to_model_input
+    from tasks.model.artifacts import load_run_model
+    from tasks.data.store import open_store
+    from tasks.model.training import to_model_input
 
     model = load_run_model(open_store(str(artifacts)), trained_run_id(), "baseline")
     return model.predict(to_model_input(raw_dataset.test_images[:200], model.input_shape[1:]), verbose=0)
@@ -56,7 +56,7 @@ def test_200_pngs_are_classified_as_the_model_classifies_their_arrays(capsys, ar
     assert code == 0, err
     lines = out.strip().splitlines()
     assert len(lines) == 201 and err.strip().endswith(f"overall champion, test accuracy {_recorded(artifacts):.2f}%)")
-    from tasks.shards import CLASS_NAMES
+    from tasks.data.shards import CLASS_NAMES
 
     for i, line in enumerate(lines[:200]):
         name, cls, probability, label = line.split("\t")
@@ -105,7 +105,7 @@ def test_npy_arrays_uint8_and_float_give_the_same_classes(capsys, artifacts, tmp
 
 
 def test_predict_reads_a_model_from_s3(capsys, artifacts, s3_server, s3_store_uri):
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     copy_store(artifacts, open_store(s3_store_uri, s3_server.endpoint))
     code, out, err = predict(capsys, str(TEST_IMAGES), "--store", s3_store_uri, "--s3-endpoint", s3_server.endpoint)
@@ -131,7 +131,7 @@ def test_a_28_by_28_grayscale_image_is_taken_pixel_for_pixel(raw_dataset):
 def test_a_large_photo_on_white_comes_back_close_to_the_dataset_image(raw_dataset, tmp_path):
     """A test image as a photo would be: 10x larger, dark product on white, RGB, margins added. Auto inverts it,
     trims the margins and fits it back to 28 x 28."""
-    from tasks.predict import load_image
+    from tasks.predict.inputs import load_image
 
     original = raw_dataset.test_images[1]  # a pullover that fills the 28 rows
     photo = Image.fromarray(255 - original).resize((280, 280), Image.Resampling.NEAREST).convert("RGB")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.shards import list_versions, load_manifest
-from tasks.store import LocalStore, open_store
+from tasks.data.shards import list_versions, load_manifest
+from tasks.data.store import LocalStore, open_store
 
 _SCRIPT = Path(sys.executable).parent / "fmnist"
 FMNIST = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "flows.cli"]
@@ -131,7 +131,8 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, prefect_api, args, expe
 
 
 def test_a_truncated_manifest_of_the_version_to_publish_exits_2_with_one_line(tmp_path, prefect_api, raw_dataset) -> None:
-    from tasks.shards import dataset_version, version_prefix
+    from tasks.data.shards import dataset_version
+    from tasks.keys import version_prefix
 
     store_dir = tmp_path / "artifacts"
     store = LocalStore(store_dir)

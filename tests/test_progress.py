@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.progress import LiveTable, TrialBoard, TrialState, iter_rows, trial_progress_callback
+from tasks.tune.progress import LiveTable, TrialBoard, TrialState, iter_rows, trial_progress_callback
 
 VENV_BIN = Path(sys.executable).parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
@@ -254,7 +254,7 @@ def test_restore_terminal_shows_the_cursor_without_taking_a_lock():
 
 
 def test_the_live_table_is_only_for_a_command_that_owns_both_streams_of_a_terminal(monkeypatch):
-    import tasks.progress as progress
+    import tasks.tune.progress as progress
 
     terminal, piped = Terminal(), io.StringIO()
     try:
@@ -469,13 +469,13 @@ def test_a_resumed_run_shows_its_restored_trials_and_logs_into_its_own_flow_run(
 
 
 def _probe(config: dict) -> None:  # pickled by value (below): Ray's workers do not import the tests
-    """A stand-in trainable that reports like tasks.training.train_trial: per epoch, then finished=True."""
+    """A stand-in trainable that reports like tasks.model.training.train_trial: per epoch, then finished=True."""
     from ray import tune
 
     for n in range(1, config["max_epochs"] + 1):
         time.sleep(0.3)
         tune.report(epoch(n, val=config["quality"] * n / 10, seconds=0.3))
-    # tasks.training's finished report has best_val_accuracy, no val_accuracy: ASHA(metric="val_accuracy") refuses
+    # tasks.model.training's finished report has best_val_accuracy, no val_accuracy: ASHA(metric="val_accuracy") refuses
     # such a result (Tune's strict metric check fails the experiment). A search needs it there; the probe has it.
     tune.report(finished(config["max_epochs"], test_accuracy=config["quality"],
                          val_accuracy=config["quality"] * config["max_epochs"] / 10))
@@ -492,7 +492,7 @@ def test_trials_a_real_asha_scheduler_stops_are_stopped_early_and_the_others_fin
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tasks.fanout import keep_secrets_out_of_trial_env
+    from tasks.tune.fanout import keep_secrets_out_of_trial_env
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # As every Tuner of the project's is made: else Tune copies this session's AWS keys into the trials' runtime_env,

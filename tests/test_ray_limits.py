@@ -20,13 +20,13 @@ import pytest
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError
-from tasks.fanout import (
+from tasks.tune.fanout import (
     PlacementError,
     RayConnectError,
     check_ray_reachable,
     run_trials,
 )
-from tasks.store import open_store
+from tasks.data.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_TIMEOUT_S = 300

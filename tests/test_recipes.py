@@ -1,4 +1,4 @@
-"""Recipes as data (tasks/recipes.py), the on-the-fly augmentation (tasks/protocol.py) and the search's pieces that
+"""Recipes as data (tasks/model/recipes.py), the on-the-fly augmentation (tasks/model/protocol.py) and the search's pieces that
 need no Ray: bad recipes, schedules, the stored best recipe's compare-and-swap, the search space."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.architectures import ARCHITECTURES, build_model
+from tasks.model.architectures import ARCHITECTURES, build_model
 from tasks.config import SearchConfig, build_config, build_search_config
 from tasks.errors import ConfigError
-from tasks.protocol import augmented
-from tasks.recipes import (Recipe, best_recipes, compile_with_recipe, epoch_budgets, keep_if_better, learning_rate,
+from tasks.model.protocol import augmented
+from tasks.model.recipes import (Recipe, best_recipes, compile_with_recipe, epoch_budgets, keep_if_better, learning_rate,
                            parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe, search_space)
 
 VENV_BIN = Path(sys.executable).parent
@@ -196,7 +196,7 @@ def test_a_search_form_left_untouched_takes_the_chosen_presets_sample_count():
 
 
 def test_tpe_models_the_results_after_a_third_of_the_samples():
-    from tasks.search import startup_trials, tpe_sampler
+    from tasks.tune.search import startup_trials, tpe_sampler
 
     assert [startup_trials(n) for n in (1, 6, 16, 30, 100)] == [3, 3, 5, 10, 10]
     assert type(tpe_sampler(16, 0)).__name__ == "TPESampler"

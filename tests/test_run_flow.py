@@ -9,11 +9,11 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.cli import main
-from tasks.artifacts import load_run_model
+from tasks.model.artifacts import load_run_model
 from tasks.config import ALL_ARCHITECTURES
-from tasks.shards import load_split
-from tasks.store import open_store
-from tasks.training import to_model_input
+from tasks.data.shards import load_split
+from tasks.data.store import open_store
+from tasks.model.training import to_model_input
 
 PER_MODEL = ("metrics.json", "history.csv", "model.keras", "curves.png", "confusion.png")
 

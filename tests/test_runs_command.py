@@ -15,8 +15,8 @@ import time
 import pytest
 
 from flows.cli import main
-from tasks.runlist import Difference, ModelResult
-from tasks.store import LocalStore, S3Store, Store
+from tasks.runs.runlist import Difference, ModelResult
+from tasks.data.store import LocalStore, S3Store, Store
 from trained_run import copy_store, trained_folder, trained_run_id
 
 SECOND, UNFINISHED, RUNNING = "20301231-235959-abcdef", "my-unfinished-run", "20200101-000000-123456"
@@ -53,7 +53,7 @@ def _populate(store: Store) -> None:
 @pytest.fixture(params=["local", "s3"])
 def populated(request, tmp_path) -> list[str]:
     """--store (and --s3-endpoint) of a store holding the four runs."""
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     if request.param == "local":
         uri, endpoint = str(tmp_path / "artifacts"), None
@@ -170,7 +170,7 @@ def test_a_missing_store_folder_is_an_error_and_an_empty_one_says_so(capsys, tmp
 
 
 def test_many_runs_are_sorted_by_their_start_and_limited(capsys, tmp_path):
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     store = open_store(str(tmp_path / "artifacts"))
     for day in range(1, 26):
@@ -183,7 +183,7 @@ def test_many_runs_are_sorted_by_their_start_and_limited(capsys, tmp_path):
 
 
 def test_a_damaged_metadata_file_is_a_note_and_the_listing_still_prints(capsys, tmp_path):
-    from tasks.store import open_store
+    from tasks.data.store import open_store
 
     store = open_store(str(tmp_path / "artifacts"))
     store.put_bytes("runs/20261101-000000-aaaaaa/config.json", b'{"preset": "full", "architectures": ["baseline"]}')

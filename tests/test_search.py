@@ -15,13 +15,13 @@ import uuid
 import pytest
 
 import flows.search
-import tasks.fanout
-import tasks.search
+import tasks.tune.fanout
+import tasks.tune.search
 from flows.cli import main
-from tasks.artifacts import load_run_model
-from tasks.shards import load_split
-from tasks.store import open_store
-from tasks.training import to_model_input
+from tasks.model.artifacts import load_run_model
+from tasks.data.shards import load_split
+from tasks.data.store import open_store
+from tasks.model.training import to_model_input
 
 pytestmark = pytest.mark.slow
 LEADERBOARD_FIELDS = {"architecture", "trial_id", "config", "epochs", "best_val_accuracy", "stopped_early", "ended"}
@@ -42,9 +42,9 @@ def quick_search(prefect_api, s3_server, ray_local):
 
     store_uri = f"s3://{s3_server.bucket}/search-{uuid.uuid4().hex[:8]}"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tasks.search, "load_split", recorded("read", tasks.search.load_split,
+        patch.setattr(tasks.tune.search, "load_split", recorded("read", tasks.tune.search.load_split,
                                                           lambda store, version, split, *a, **k: split))
-        patch.setattr(tasks.fanout, "load_dataset_arrays", recorded("read", tasks.fanout.load_dataset_arrays,
+        patch.setattr(tasks.tune.fanout, "load_dataset_arrays", recorded("read", tasks.tune.fanout.load_dataset_arrays,
                                                                    lambda *a, **k: "train+test"))
         patch.setattr(flows.search, "publish_leaderboard", recorded("leaderboard", flows.search.publish_leaderboard,
                                                                     lambda *a, **k: ""))

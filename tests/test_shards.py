@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.errors import DatasetError, DatasetVersionNotFound
-from tasks.shards import (
+from tasks.data.shards import (
     CLASS_NAMES,
     DATASET_PREFIX,
     dataset_version,
@@ -23,7 +23,7 @@ from tasks.shards import (
     publish_dataset,
     version_prefix,
 )
-from tasks.store import Store, open_store
+from tasks.data.store import Store, open_store
 
 
 def fresh_store(kind: str, request, tmp_path_factory) -> Store:
@@ -125,7 +125,7 @@ def test_second_publish_is_a_no_op(published, raw_dataset, monkeypatch) -> None:
 
 def _object_stamps(store: Store) -> dict[str, tuple]:
     """Every object with its modification stamp (mtime_ns for a folder, ETag + LastModified on S3)."""
-    from tasks.store import LocalStore
+    from tasks.data.store import LocalStore
 
     if isinstance(store, LocalStore):
         return {p.relative_to(store.root).as_posix(): p.stat().st_mtime_ns for p in store.root.rglob("*") if p.is_file()}
@@ -268,7 +268,7 @@ def test_no_credentials_reach_the_manifest(tmp_path, raw_dataset) -> None:
 def _other_writers_encoding(images: np.ndarray, labels: np.ndarray, first_index: int) -> bytes:
     import pyarrow as pa
 
-    from tasks.shards import PIXELS, SCHEMA
+    from tasks.data.shards import PIXELS, SCHEMA
 
     n = len(labels)
     pixels = pa.FixedSizeBinaryArray.from_buffers(pa.binary(PIXELS), n, [None, pa.py_buffer(np.ascontiguousarray(images))])
@@ -296,7 +296,7 @@ def test_two_prepares_racing_leave_a_manifest_that_matches_the_shards(empty_stor
     """A writes every shard; B (another pyarrow) writes them too; A publishes the manifest; B finds it published."""
     import threading
 
-    import tasks.shards as shards
+    import tasks.data.shards as shards
 
     store = empty_store
     version = dataset_version(raw_dataset.source_sha256, 10_000)

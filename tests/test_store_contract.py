@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from tasks.errors import StoreError
-from tasks.store import LocalStore, MissingKey, S3Store, Store, open_store
+from tasks.data.store import LocalStore, MissingKey, S3Store, Store, open_store
 
 
 def test_open_store_picks_the_backend(store: Store) -> None:
@@ -292,7 +292,7 @@ def fake_credentials(monkeypatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.setattr("tasks.store.BODY_READ_RETRY_DELAYS_S", (0.01, 0.01))
+    monkeypatch.setattr("tasks.data.store.BODY_READ_RETRY_DELAYS_S", (0.01, 0.01))
 
 
 def test_a_connection_reset_mid_body_is_retried(fake_credentials) -> None:
@@ -332,7 +332,7 @@ def test_a_local_write_that_runs_out_of_space_is_a_store_error_and_leaves_nothin
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
         "from tasks.errors import StoreError\n"
-        "from tasks.store import LocalStore\n"
+        "from tasks.data.store import LocalStore\n"
         "try:\n"
         "    LocalStore(sys.argv[1]).put_bytes('runs/r/model.keras', b'x' * 100_000)\n"
         "except StoreError as exc:\n"

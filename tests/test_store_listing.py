@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tasks.errors import StoreError
-from tasks.store import LocalStore, Store
+from tasks.data.store import LocalStore, Store
 
 
 def test_list_prefixes_gives_the_folders_one_level_down(store: Store) -> None:

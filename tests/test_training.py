@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from keras.src.trainers.data_adapters.array_slicing import train_validation_split
 
-from tasks.architectures import build_model, compile_for_seed_protocol
+from tasks.model.architectures import build_model, compile_for_seed_protocol
 from tasks.config import PipelineConfig, build_config
 from tasks.errors import CheckpointError, ConfigError, DatasetVersionNotFound
-from tasks.fanout import TrainingError, run_trials
-from tasks.protocol import epoch_permutation
-from tasks.shards import load_split, publish_dataset
-from tasks.store import open_store
-from tasks.recipes import report_recipe
-from tasks.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
+from tasks.tune.fanout import TrainingError, run_trials
+from tasks.model.protocol import epoch_permutation
+from tasks.data.shards import load_split, publish_dataset
+from tasks.data.store import open_store
+from tasks.model.recipes import report_recipe
+from tasks.model.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
                             starting_state, to_model_input, trial_data)
 from trial_processes import newest_checkpoint_state, trials_killed_after
 
@@ -260,7 +260,7 @@ def test_a_trial_killed_after_epoch_2_ends_bit_identical_to_one_never_interrupte
 def test_a_run_killed_before_tunes_first_state_save_starts_its_trials_afresh(ray_local, local_dataset):
     """Killed during Tune's start-up: tuner.pkl written, no experiment state. The next attempt trains the trial
     from the start (nothing was trained) instead of failing to restore trials that were never saved."""
-    from tasks.fanout import has_experiment_state, make_tuner
+    from tasks.tune.fanout import has_experiment_state, make_tuner
 
     store, version = local_dataset
     run_id = f"killed-at-start-{uuid.uuid4().hex[:6]}"
@@ -316,7 +316,7 @@ def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_repair(tmp_
 def test_a_trial_given_a_damaged_checkpoint_trains_again_from_its_first_epoch(tmp_path):
     from ray.tune import Checkpoint
 
-    from tasks.architectures import ARCHITECTURES
+    from tasks.model.architectures import ARCHITECTURES
 
     config = trial_config()
     saved_checkpoint(tmp_path)
@@ -329,9 +329,9 @@ def test_a_trial_given_a_damaged_checkpoint_trains_again_from_its_first_epoch(tm
 OUT_OF_SPACE = """
 import resource, signal, sys
 from pathlib import Path
-from tasks.architectures import build_model, compile_for_seed_protocol
+from tasks.model.architectures import build_model, compile_for_seed_protocol
 from tasks.errors import DiskFullError
-from tasks.training import save_checkpoint
+from tasks.model.training import save_checkpoint
 model = build_model("mlp1")  # its model.keras is ~800 KB
 compile_for_seed_protocol(model, 1)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
@@ -365,7 +365,7 @@ def train_with_a_file_size_limit(config: dict) -> None:
     main thread), so the write returns the error instead of killing the trial's process."""
     import resource
 
-    from tasks.training import train_trial
+    from tasks.model.training import train_trial
 
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXFSZ})
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -382,7 +382,7 @@ def test_a_trial_whose_checkpoint_runs_out_of_space_fails_with_one_line_saying_w
 
     import ray
 
-    from tasks.fanout import make_tuner, trial_error_line
+    from tasks.tune.fanout import make_tuner, trial_error_line
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial's process cannot import tests/
     store, version = local_dataset

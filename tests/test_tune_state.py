@@ -1,4 +1,4 @@
-"""Which checkpoint of a trial folder counts as complete (tasks.tune_state): both files there, and readable."""
+"""Which checkpoint of a trial folder counts as complete (tasks.tune.tune_state): both files there, and readable."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import io
 import json
 import zipfile
 
-from tasks.store import open_store
-from tasks.tune_state import complete_checkpoint, newest_complete_checkpoint
+from tasks.data.store import open_store
+from tasks.tune.tune_state import complete_checkpoint, newest_complete_checkpoint
 
 TRIAL = "runs/r/tune/train_trial_0_architecture=cnn2"
 

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from tasks.artifacts import UnsafeModelError, load_published_model, load_run_model
-from tasks.store import open_store
-from tasks.training import model_bytes
+from tasks.model.artifacts import UnsafeModelError, load_published_model, load_run_model
+from tasks.data.store import open_store
+from tasks.model.training import model_bytes
 
 
 def publish(store, key, data):

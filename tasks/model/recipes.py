@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tasks.architectures import ARCHITECTURES
+from tasks.model.architectures import ARCHITECTURES
 from tasks.errors import ConfigError, StoreError
+from tasks.keys import recipe_key
 
 if TYPE_CHECKING:  # only for annotations: the GPU check imports this module where pyarrow and boto3 are absent
-    from tasks.config import PipelineConfig
-    from tasks.store import Store
+    from tasks.data.store import Store
 
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "cosine", "one_cycle"]
@@ -155,10 +155,6 @@ def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
 
 # --- the best recipes, kept in the store ---------------------------------------------------------------------------
 
-def recipe_key(preset: str, architecture: str) -> str:
-    return f"recipes/{preset}/{architecture}.json"
-
-
 def read_best(store: "Store", preset: str, architecture: str) -> dict | None:
     """The stored record ({'recipe', 'val_accuracy_mean', 'test_accuracy_mean', 'run_id', …}) or None."""
     data, _ = store.read_versioned(recipe_key(preset, architecture))
@@ -185,14 +181,6 @@ def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[
                           f"{store.url_for(f'recipes/{preset}')} (preset '{preset}'); run `fmnist search --preset "
                           f"{preset} --architectures {','.join(missing)}` first, or use --recipe report")
     return {arch: record["recipe"] for arch, record in found.items() if record is not None}
-
-
-def resolve_recipes(config: "PipelineConfig", store: "Store") -> "PipelineConfig":
-    """A run with recipe 'best' gets the stored recipes written into its config when it begins (so config.json,
-    and a resume, keep the ones it trained with); any other run is returned as it is."""
-    if config.recipe != "best" or config.recipes:
-        return config
-    return config.model_copy(update={"recipes": best_recipes(store, config.preset, list(config.architectures))})
 
 
 def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:

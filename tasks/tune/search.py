@@ -1,6 +1,6 @@
 """`fmnist search`: Ray Tune searches each architecture's training recipe, then retrains the winners.
 
-Per architecture, one Tune experiment: Optuna's TPE proposes recipes (tasks.recipes.search_space) under a
+Per architecture, one Tune experiment: Optuna's TPE proposes recipes (tasks.model.recipes.search_space) under a
 concurrency limit the cluster can hold, and ASHA stops the poor ones after a few epochs. The trials see train and
 validation rows only; each architecture's winner is the trial with the best validation accuracy. Only then are the
 test rows read: the winning recipe is retrained with several seeds, each model tested once, and Table 1 gives
@@ -15,17 +15,17 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tasks.architectures import ARCHITECTURES
+from tasks.model.architectures import ARCHITECTURES
 from tasks.config import PRESETS, SearchConfig
 from tasks.errors import PipelineError
-from tasks.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
+from tasks.tune.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
                           keep_secrets_out_of_trial_env, make_tuner, trial_resources)
-from tasks.progress import live_progress_enabled, trial_progress_callback
-from tasks.recipes import Recipe, keep_if_better, recipe_from_sample, search_space
-from tasks.runs import RunPaths
-from tasks.shards import load_split
-from tasks.store import Store
-from tasks.training import search_trial
+from tasks.tune.progress import live_progress_enabled, trial_progress_callback
+from tasks.model.recipes import Recipe, keep_if_better, recipe_from_sample, search_space
+from tasks.keys import RunPaths
+from tasks.data.shards import load_split
+from tasks.data.store import Store
+from tasks.model.training import search_trial
 
 Progress = Callable[[str], None]
 METRIC, MODE = "val_accuracy", "max"

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from tasks.architectures import ARCHITECTURES, Architecture, build_model
+from tasks.model.architectures import ARCHITECTURES, Architecture, build_model
 from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError
-from tasks.protocol import augmented, shuffled_for_epoch
-from tasks.recipes import Recipe, compile_with_recipe, recipe_for, recipe_from_sample
-from tasks.runs import RunPaths
-from tasks.shards import CLASS_NAMES, load_split
-from tasks.store import Store, open_store
+from tasks.model.protocol import augmented, shuffled_for_epoch
+from tasks.model.recipes import Recipe, compile_with_recipe, recipe_for, recipe_from_sample
+from tasks.keys import RunPaths
+from tasks.data.shards import CLASS_NAMES, load_split
+from tasks.data.store import Store, open_store
 
 HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
 
@@ -152,7 +152,7 @@ def _callbacks(patience: int, early_stopping_state: dict | None, on_epoch: Any) 
 def fit_epochs(model, data: TrialData, recipe: Recipe, config: dict, first_epoch: int,
                early_stopping_state: dict | None, on_epoch: Any) -> None:
     """Epochs `first_epoch` .. recipe.epochs-1 (or until early stopping), each one `fit` call on the fit rows in
-    that epoch's own order (tasks.protocol), augmented if the recipe says so, with `shuffle=False` so Keras keeps
+    that epoch's own order (tasks.model.protocol), augmented if the recipe says so, with `shuffle=False` so Keras keeps
     that order.
 
     Why one `fit` per epoch: Keras draws its shuffle inside `fit`, the same order every epoch once seeded. A
@@ -244,7 +244,7 @@ def history_csv(history: list[dict]) -> bytes:
 
 def publish_artifacts(store: Store, prefix: str, model, history: list[dict], metrics: dict, title: str) -> None:
     """Model, history and plots first, metrics.json last: its presence means the set is complete."""
-    from tasks.plots import confusion_png, curves_png
+    from tasks.runs.plots import confusion_png, curves_png
 
     blob = model_bytes(model)
     metrics["model_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -450,7 +450,7 @@ def search_trial(config: dict, arrays: SplitArrays | None = None) -> None:
     """Ray Tune function trainable of `fmnist search`: one sampled recipe (config["recipe"]) on one architecture.
 
     It sees the training rows only, split into fit and validation rows as a run splits them: the test rows are
-    not passed in and never read here (winners are chosen on validation accuracy; tasks.search tests them once).
+    not passed in and never read here (winners are chosen on validation accuracy; tasks.tune.search tests them once).
     One report per epoch with `finished` set on the last one, so a trial that ends without it was stopped by the
     scheduler (ASHA) or the time budget. Nothing is published: the winners are retrained with several seeds.
     """

@@ -1,8 +1,5 @@
-"""`fmnist predict`: images in, Fashion-MNIST classes out, from a published model loaded only through
-tasks.artifacts (.keras, SHA-256 checked against its record, safe_mode).
-
-Three steps, each a plain function: inputs → one (N, 28, 28) float32 array in [0, 1] (load_inputs); array →
-class probabilities (classify); probabilities → lines or one JSON document (prediction_lines, prediction_json).
+"""`fmnist predict`'s inputs: images, folders, .npy arrays and IDX files → one (N, 28, 28) float32 array in
+[0, 1] (load_inputs), and their labels where a labels file is given or lies beside them.
 
 How a picture becomes a Fashion-MNIST image (fashion_mnist_pixels), after Zalando's recipe for the dataset
 (github.com/zalandoresearch/fashion-mnist, "Get the data"): grayscale; the product made bright on a dark
@@ -16,16 +13,14 @@ which filters before subsampling where the recipe skips rows and columns.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from tasks.errors import DatasetError, PipelineError
-from tasks.shards import CLASS_NAMES
+from tasks.data.shards import CLASS_NAMES
 
 SIDE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -36,15 +31,10 @@ Invert = Literal["auto", "yes", "no"]
 # Comparing the ring with the centre instead would invert 10 of the 10,000 test images (wide products).
 MID_GRAY = 127.5
 TRIM_TOLERANCE = 0.05 * 255  # the recipe's 5% distance from the background colour
-DEFAULT_BATCH = 1024
 
 
 class PredictInputError(PipelineError):
     """A file or folder given to `fmnist predict` that is not something it can classify."""
-
-
-class ModelChoiceError(PipelineError):
-    """--model names no published model (no champion yet, no such run or architecture, a malformed choice)."""
 
 
 WHAT_IS_READ = "a PNG or JPEG image, a folder of them, a .npy array (N x 28 x 28 or 28 x 28) or an IDX images file (.gz)"
@@ -209,7 +199,7 @@ def sibling_labels(path: Path) -> Path | None:
 
 def read_labels(path: Path) -> np.ndarray:
     """Labels 0-9 from an IDX labels file (.gz or plain) or a 1-D integer .npy."""
-    from tasks.dataset import read_user_idx
+    from tasks.data.dataset import read_user_idx
 
     if not path.is_file():
         raise PredictInputError(f"{path}: no such labels file; expected an IDX labels file (.gz) or a .npy of classes 0-9")
@@ -245,7 +235,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 def load_inputs(paths: list[str], invert: Invert = "auto") -> Inputs:
     """Every input, read and converted before any model is loaded: a bad file fails in a fraction of a second."""
-    from tasks.dataset import read_user_idx
+    from tasks.data.dataset import read_user_idx
 
     inputs = Inputs()
     for given in paths:
@@ -274,125 +264,6 @@ def load_inputs(paths: list[str], invert: Invert = "auto") -> Inputs:
     return inputs
 
 
-# --- the model -----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A published model: where it is, the hash its record gives, and how the user named it."""
-
-    run_id: str
-    architecture: str
-    model_key: str
-    sha256: str
-    test_accuracy: float | None
-    chosen_as: str
-
-    def describe(self) -> str:
-        accuracy = f", test accuracy {100 * self.test_accuracy:.2f}%" if self.test_accuracy is not None else ""
-        return f"{self.architecture} of run {self.run_id} ({self.chosen_as}{accuracy})"
-
-
-MODEL_CHOICES = "'champion' (the overall champion, the default), 'champion:ARCH' (an architecture's champion) or RUN_ID/ARCH"
-
-
-def _from_entry(store, entry: dict, chosen_as: str) -> ModelRef:
-    if not entry.get("model_sha256"):
-        raise ModelChoiceError(f"{store.url_for('models/champion.json')}: the {chosen_as} entry records no model_sha256; "
-                               "a model is loaded only when its hash can be checked: choose it as RUN_ID/ARCH")
-    return ModelRef(entry["run_id"], entry["architecture"], entry["model_key"], entry["model_sha256"],
-                    entry.get("test_accuracy"), chosen_as)
-
-
-def _champion(store, architecture: str | None) -> ModelRef:
-    from tasks.champion import read_champions
-
-    pointer = read_champions(store)
-    hint = "pick a run's model with --model RUN_ID/ARCH (`fmnist runs` lists them)"
-    if not pointer or not pointer.get("overall"):
-        raise ModelChoiceError(f"no champion yet in {store.uri} (no models/champion.json): only models evaluated on "
-                               f"all 10,000 test rows are promoted, so a quick run never is; {hint}")
-    if architecture is None:
-        return _from_entry(store, pointer["overall"], "overall champion")
-    slots = pointer.get("architectures", {})
-    if architecture not in slots:
-        raise ModelChoiceError(f"--model champion:{architecture}: no champion for {architecture!r} in {store.uri}; "
-                               f"champions exist for {sorted(slots)}; or {hint}")
-    return _from_entry(store, slots[architecture], f"champion of {architecture}")
-
-
-def _run_model(store, run_id: str, architecture: str) -> ModelRef:
-    from tasks.runs import RunPaths
-
-    paths = RunPaths(run_id)
-    data, _ = store.read_versioned(paths.metrics(architecture))
-    if data is None:
-        if not store.exists(paths.config):
-            raise ModelChoiceError(f"--model {run_id}/{architecture}: no run {run_id!r} in {store.uri} (no "
-                                   f"{paths.config}); `fmnist runs --store {store.uri}` lists the runs")
-        raise ModelChoiceError(f"--model {run_id}/{architecture}: run {run_id} has no finished {architecture!r} model "
-                               f"(expected {store.url_for(paths.metrics(architecture))}, found none); "
-                               f"`fmnist runs show {run_id}` says which models finished")
-    metrics = json.loads(data)
-    return ModelRef(run_id, architecture, paths.model(architecture), metrics.get("model_sha256") or "",
-                    metrics.get("test_accuracy"), f"run {run_id}")
-
-
-def choose_model(store, choice: str) -> ModelRef:
-    """What --model names: 'champion' / 'overall', 'champion:ARCH', or 'RUN_ID/ARCH'."""
-    if choice in ("champion", "overall"):
-        return _champion(store, None)
-    if choice.startswith("champion:") and len(choice) > len("champion:"):
-        return _champion(store, choice.split(":", 1)[1])
-    parts = choice.split("/")
-    if len(parts) == 2 and all(parts) and all(p not in (".", "..") for p in parts):
-        return _run_model(store, *parts)
-    raise ModelChoiceError(f"--model {choice!r}: expected {MODEL_CHOICES}")
-
-
-def load_model(store, ref: ModelRef):
-    """The model, only through the project's safe loader: .keras, SHA-256 against the record, safe_mode."""
-    from tasks.artifacts import load_published_model
-    from tasks.store import MissingKey
-
-    try:
-        return load_published_model(store, ref.model_key, ref.sha256)
-    except MissingKey:
-        raise ModelChoiceError(f"{store.url_for(ref.model_key)}: no such object, though the {ref.chosen_as} record "
-                               "names it (deleted, or the store was copied without it); restore it, or choose another "
-                               "--model (`fmnist runs` lists the runs)") from None
-
-
-# --- classifying --------------------------------------------------------------------------------------------
-
-def classify(model, pixels: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
-    """(N, 10) class probabilities, in batches of `batch_size` rows through the model's compiled predict step
-    (model.predict's default is 32 rows: for small models most of its time is per-batch overhead)."""
-    shaped = pixels.reshape((-1, *model.input_shape[1:]))
-    if len(shaped) == 0:
-        return np.zeros((0, len(CLASS_NAMES)), np.float32)
-    return model.predict(shaped, batch_size=batch_size, verbose=0)
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    correct: int
-    total: int
-    source: str
-
-    @property
-    def value(self) -> float:
-        return self.correct / self.total
-
-    @property
-    def standard_error(self) -> float:
-        """The accuracy's standard error on this many images: sqrt(p (1 - p) / n)."""
-        return math.sqrt(self.value * (1 - self.value) / self.total)
-
-    def line(self) -> str:
-        return (f"accuracy: {100 * self.value:.2f}% ({self.correct:,} of {self.total:,} correct, standard error "
-                f"{100 * self.standard_error:.2f} points) against {self.source}")
-
-
 def labels_for(inputs: Inputs, labels_file: str | None) -> tuple[np.ndarray | None, str]:
     """The labels to score against: --labels, else those that came with every input; (None, '') when neither."""
     if labels_file:
@@ -403,50 +274,3 @@ def labels_for(inputs: Inputs, labels_file: str | None) -> tuple[np.ndarray | No
         return labels, labels_file
     own = inputs.own_labels()
     return (own, ", ".join(inputs.label_sources)) if own is not None else (None, "")
-
-
-def accuracy(probabilities: np.ndarray, labels: np.ndarray | None, source: str) -> Accuracy | None:
-    if labels is None or len(labels) == 0:
-        return None
-    return Accuracy(int((probabilities.argmax(axis=1) == labels).sum()), len(labels), source)
-
-
-def _top(row: np.ndarray, k: int) -> list[tuple[str, float]]:
-    order = np.argsort(-row, kind="stable")[:k]
-    return [(CLASS_NAMES[i], float(row[i])) for i in order]
-
-
-def prediction_lines(names: list[str], probabilities: np.ndarray, top: int = 1,
-                     labels: np.ndarray | None = None) -> list[str]:
-    """One tab-separated line per image: name, then `top` pairs of class and probability, then the label if known."""
-    lines = []
-    for i, (name, row) in enumerate(zip(names, probabilities)):
-        fields = [name] + [f"{cls}\t{p:.4f}" for cls, p in _top(row, top)]
-        if labels is not None:
-            right = "right" if int(row.argmax()) == int(labels[i]) else "wrong"
-            fields.append(f"label {CLASS_NAMES[int(labels[i])]} ({right})")
-        lines.append("\t".join(fields))
-    return lines
-
-
-def prediction_json(names: list[str], probabilities: np.ndarray, ref: ModelRef, top: int = 1,
-                    labels: np.ndarray | None = None, score: Accuracy | None = None) -> dict[str, Any]:
-    """One JSON document: the model, a record per image, and the accuracy when labels were given."""
-    predictions = []
-    for i, (name, row) in enumerate(zip(names, probabilities)):
-        best = int(row.argmax())
-        record: dict[str, Any] = {"input": name, "class": CLASS_NAMES[best], "class_index": best,
-                                  "probability": float(row[best]),
-                                  "top": [{"class": c, "probability": p} for c, p in _top(row, top)]}
-        if labels is not None:
-            record["label"] = CLASS_NAMES[int(labels[i])]
-            record["label_index"] = int(labels[i])
-        predictions.append(record)
-    return {
-        "model": {"run_id": ref.run_id, "architecture": ref.architecture, "model_key": ref.model_key,
-                  "sha256": ref.sha256, "test_accuracy": ref.test_accuracy, "chosen_as": ref.chosen_as},
-        "classes": list(CLASS_NAMES),
-        "predictions": predictions,
-        "accuracy": None if score is None else {"value": score.value, "correct": score.correct, "total": score.total,
-                                                "standard_error": score.standard_error, "labels": score.source},
-    }

@@ -23,13 +23,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.dataset import RawDataset
+from tasks.data.dataset import RawDataset
 from tasks.errors import DatasetError, DatasetVersionNotFound
-from tasks.jsonfile import JsonProblem, parse_object, require
-from tasks.store import MissingKey, Store
+from tasks.records import JsonProblem, parse_object, require
+from tasks.data.store import MissingKey, Store
+from tasks.keys import DATASET_PREFIX, version_prefix
 
 SHARD_FORMAT = 1
-DATASET_PREFIX = "datasets/fashion-mnist"
 PIXELS = 28 * 28
 SCHEMA = pa.schema(
     [
@@ -66,10 +66,6 @@ def dataset_version(source_sha256: dict[str, str], rows_per_shard: int) -> str:
     """A hash of the content and of the shard layout: same data, same version."""
     identity = {"format": SHARD_FORMAT, "rows_per_shard": rows_per_shard, "sources": dict(sorted(source_sha256.items()))}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def version_prefix(version: str) -> str:
-    return f"{DATASET_PREFIX}/{version}"
 
 
 def _public_source(source: str) -> str:

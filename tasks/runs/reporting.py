@@ -11,12 +11,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks.architectures import ARCHITECTURES
-from tasks.champion import Decision, decisions_json, decisions_markdown
+from tasks.model.architectures import ARCHITECTURES
+from tasks.runs.champion import Decision, decisions_json, decisions_markdown
 from tasks.errors import ChampionFileError
-from tasks.plots import samples_png
-from tasks.runs import Run
-from tasks.shards import CLASS_NAMES, load_split
+from tasks.runs.plots import samples_png
+from tasks.runs.run import Run
+from tasks.data.shards import CLASS_NAMES, load_split
 
 LIBRARIES = ("tensorflow", "keras", "ray", "prefect", "pyarrow", "boto3", "numpy", "pydantic")
 

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from tasks.errors import PipelineError
-from tasks.runs import RunPaths
-from tasks.store import Store
+from tasks.keys import RunPaths
+from tasks.data.store import Store
 
 
 class UnsafeModelError(PipelineError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from tasks.errors import ConfigError, PipelineError
 from tasks.processes import pid_alive
-from tasks.store import Store
+from tasks.data.store import Store
 
 LEASE_TTL_S = float(os.environ.get("FMNIST_LEASE_TTL_S", "120"))  # a holder on another host silent this long is gone
 RENEW_EVERY_S = LEASE_TTL_S / 4

@@ -186,7 +186,7 @@ def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
 
 
 def _read_s3(uri: str, raw: RawFile, endpoint: str | None) -> tuple[str, bytes]:
-    from tasks.store import MissingKey, S3Store
+    from tasks.data.store import MissingKey, S3Store
 
     parsed = urlparse(uri)
     store = S3Store(parsed.netloc, parsed.path, endpoint=endpoint)  # None: AWS_ENDPOINT_URL, else AWS

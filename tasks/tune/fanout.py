@@ -22,12 +22,12 @@ from typing import Any, Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError, StoreError
-from tasks.progress import trial_progress_callback
-from tasks.shards import load_manifest
-from tasks.store import Store
-from tasks.runs import RunPaths
-from tasks.training import load_dataset_arrays, train_trial
-from tasks.tune_state import repair_experiment_state
+from tasks.tune.progress import trial_progress_callback
+from tasks.data.shards import load_manifest
+from tasks.data.store import Store
+from tasks.keys import RunPaths
+from tasks.model.training import load_dataset_arrays, train_trial
+from tasks.tune.tune_state import repair_experiment_state
 
 Progress = Callable[[str], None]
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
@@ -363,8 +363,8 @@ def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_versio
     """A Tuner with one trial per architecture (times each `grid` value), storing under runs/<run_id>/<name>;
     restored if that exists. `extra` adds to (or overrides) each trial's config.
 
-    `progress_callback` (tasks.progress.trial_progress_callback) reports the trials; by default one that logs
-    plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.progress)."""
+    `progress_callback` (tasks.tune.progress.trial_progress_callback) reports the trials; by default one that logs
+    plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.tune.progress)."""
     progress_callback = progress_callback or trial_progress_callback(progress, live=False)
     from ray import tune
 
@@ -428,7 +428,7 @@ def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_versio
                progress: Progress = lambda _: None, manifest: dict | None = None,
                live: bool = False) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture. With `live`, the
-    trials show as a table updated in place on this terminal (tasks.progress), stopped on any exit."""
+    trials show as a table updated in place on this terminal (tasks.tune.progress), stopped on any exit."""
     # A missing version fails here, once, not in five retried trials.
     manifest = manifest or load_manifest(store, dataset_version)
     connect_ray(config.ray_address)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Callable
 
-from tasks.store import Store
+from tasks.data.store import Store
 
 Progress = Callable[[str], None]
 CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")

@@ -1,7 +1,7 @@
 """The seed protocol's batch order, in numpy alone.
 
 numpy only, on purpose: benchmarks/gpu_packed.py imports this on a GPU machine that has neither Ray nor
-pyarrow, and the trainer (tasks.training) imports it too, so both shuffle the same way.
+pyarrow, and the trainer (tasks.model.training) imports it too, so both shuffle the same way.
 """
 
 from __future__ import annotations

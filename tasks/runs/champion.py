@@ -22,11 +22,11 @@ import time
 from dataclasses import asdict, dataclass
 
 from tasks.errors import ChampionFileError, StoreError
-from tasks.jsonfile import JsonProblem, kind_of, parse_object, require, require_keys
-from tasks.runs import RunPaths
-from tasks.store import Store
+from tasks.records import JsonProblem, kind_of, parse_object, require, require_keys
+from tasks.keys import RunPaths
+from tasks.data.store import Store
+from tasks.keys import CHAMPION_KEY
 
-CHAMPION_KEY = "models/champion.json"
 FULL_TEST_ROWS = 10_000
 OVERALL = "overall"
 # What _entry writes; every version of the pointer has had all of them.

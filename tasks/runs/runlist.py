@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 from tasks.config import ALL_ARCHITECTURES, PRESETS
 from tasks.errors import ConfigError, PipelineError
-from tasks.lease import holder_alive
-from tasks.runs import RUNS_PREFIX, RunPaths
-from tasks.store import Store, open_store
+from tasks.runs.lease import holder_alive
+from tasks.keys import RUNS_PREFIX, RunPaths
+from tasks.data.store import Store, open_store
 
 GENERATED_ID = re.compile(r"^(\d{8}-\d{6})-[0-9a-f]{6}$")
 DEFAULT_RECIPE = "report"  # what every run trains until a config says otherwise (the report's five models)
@@ -224,7 +224,7 @@ def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict) -
 
 def list_runs(store: Store, limit: int = DEFAULT_LIMIT) -> str:
     """The table `fmnist runs` prints: the `limit` newest runs (0: all), champions marked."""
-    from tasks.champion import read_champions
+    from tasks.runs.champion import read_champions
 
     ordered = newest_first(store, run_ids(store))
     shown = ordered if limit <= 0 else ordered[:limit]

@@ -15,60 +15,11 @@ from typing import Any
 
 from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config
 from tasks.errors import ConfigError
-from tasks.lease import RunLease
-from tasks.shards import PrepareResult
-from tasks.store import Store, open_store
-
-RUNS_PREFIX = "runs"
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Every key of one run, relative to the store's root."""
-
-    run_id: str
-
-    @property
-    def root(self) -> str:
-        return f"{RUNS_PREFIX}/{self.run_id}"
-
-    @property
-    def config(self) -> str:
-        return f"{self.root}/config.json"  # written when the id is claimed: what a resume rebuilds the run from
-
-    @property
-    def record(self) -> str:
-        return f"{self.root}/run.json"  # written last: its presence marks a finished run
-
-    @property
-    def summary_json(self) -> str:
-        return f"{self.root}/summary.json"
-
-    @property
-    def summary_md(self) -> str:
-        return f"{self.root}/summary.md"
-
-    @property
-    def samples(self) -> str:
-        return f"{self.root}/samples.png"
-
-    @property
-    def lease(self) -> str:
-        return f"{self.root}/lease.json"  # held while a process runs it (tasks/lease.py)
-
-    @property
-    def tune(self) -> str:
-        return f"{self.root}/tune"
-
-    def model_prefix(self, architecture: str) -> str:
-        return f"{self.root}/{architecture}"
-
-    def metrics(self, architecture: str) -> str:
-        return f"{self.model_prefix(architecture)}/metrics.json"
-
-    def model(self, architecture: str) -> str:
-        return f"{self.model_prefix(architecture)}/model.keras"
-
+from tasks.runs.lease import RunLease
+from tasks.data.shards import PrepareResult
+from tasks.data.store import Store, open_store
+from tasks.keys import RunPaths
+from tasks.model.recipes import best_recipes
 
 @dataclass(frozen=True)
 class Run:
@@ -170,3 +121,11 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
     except BaseException:
         lease.release()
         raise
+
+
+def resolve_recipes(config: PipelineConfig, store: Store) -> PipelineConfig:
+    """A run with recipe 'best' gets the stored recipes written into its config when it begins (so config.json,
+    and a resume, keep the ones it trained with); any other run is returned as it is."""
+    if config.recipe != "best" or config.recipes:
+        return config
+    return config.model_copy(update={"recipes": best_recipes(store, config.preset, list(config.architectures))})

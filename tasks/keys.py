@@ -1,0 +1,78 @@
+"""Every key the job writes in a store, spelled once, relative to the store's root.
+
+    datasets/fashion-mnist/<version>/{manifest.json, <split>-NNNNN.parquet}   the Parquet shards
+    runs/<run_id>/{config.json, run.json, summary.*, lease.json, tune/, <arch>/…}   one run
+    models/champion.json                                                       the champion pointer
+    recipes/<preset>/<arch>.json                                               the best searched recipes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DATASET_PREFIX = "datasets/fashion-mnist"
+RUNS_PREFIX = "runs"
+CHAMPION_KEY = "models/champion.json"
+RECIPES_PREFIX = "recipes"
+
+
+def version_prefix(version: str) -> str:
+    """Where one dataset version's shards and manifest live."""
+    return f"{DATASET_PREFIX}/{version}"
+
+
+def recipe_key(preset: str, architecture: str) -> str:
+    """The best recipe found so far for one architecture on one preset's rows."""
+    return f"{RECIPES_PREFIX}/{preset}/{architecture}.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every key of one run."""
+
+    run_id: str
+
+    @property
+    def root(self) -> str:
+        return f"{RUNS_PREFIX}/{self.run_id}"
+
+    @property
+    def config(self) -> str:
+        return f"{self.root}/config.json"  # written when the id is claimed: what a resume rebuilds the run from
+
+    @property
+    def record(self) -> str:
+        return f"{self.root}/run.json"  # written last: its presence marks a finished run
+
+    @property
+    def summary_json(self) -> str:
+        return f"{self.root}/summary.json"
+
+    @property
+    def summary_md(self) -> str:
+        return f"{self.root}/summary.md"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.root}/samples.png"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.root}/lease.json"  # held while a process runs it (tasks/runs/lease.py)
+
+    def experiment(self, name: str) -> str:
+        """A Ray Tune experiment's folder: its saved state and the trials' checkpoints."""
+        return f"{self.root}/{name}"
+
+    @property
+    def tune(self) -> str:
+        return self.experiment("tune")
+
+    def model_prefix(self, architecture: str) -> str:
+        return f"{self.root}/{architecture}"
+
+    def metrics(self, architecture: str) -> str:
+        return f"{self.model_prefix(architecture)}/metrics.json"
+
+    def model(self, architecture: str) -> str:
+        return f"{self.model_prefix(architecture)}/model.keras"

@@ -1,0 +1,2 @@
+"""What a run is and leaves: its claim, stored config and lease (run, lease), the champion gate (champion),
+Table 1 and the summary (reporting), the figures (plots), and `fmnist runs` (runlist)."""
