@@ -28,7 +28,8 @@ def main() -> None:
 
     from tasks.config import PipelineConfig
     from tasks.data.dataset import fetch_dataset
-    from tasks.tune.fanout import connect_ray, run_trials
+    from tasks.tune.cluster import connect_ray
+    from tasks.tune.fanout import run_trials
     from tasks.data.shards import publish_dataset
     from tasks.data.store import open_store
 

@@ -156,7 +156,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from tasks.tune.fanout import connect_ray
+    from tasks.tune.cluster import connect_ray
 
     store_root = tempfile.mkdtemp(prefix="scaling-store-")
     load_before = os.getloadavg()

@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _check_before_prefect(config)
         if args.command in ("run", "search"):  # Ray's own connect never gives up: fail in seconds, before Prefect
-            from tasks.tune.fanout import check_ray_reachable
+            from tasks.tune.cluster import check_ray_reachable
             check_ray_reachable(config.ray_address)
         if not args.debug:
             _quiet_expected_tracebacks()

@@ -16,7 +16,8 @@ from flows.prepare import fetch, shard_and_publish
 from tasks.runs.champion import Decision, promote
 from tasks.config import PipelineConfig
 from tasks.errors import ChampionFileError, PipelineError, StoreError
-from tasks.tune.fanout import check_store_reaches_every_node, check_trials_fit, connect_ray, run_trials
+from tasks.tune.cluster import check_store_reaches_every_node, check_trials_fit, connect_ray
+from tasks.tune.fanout import run_trials
 from tasks.tune.progress import live_progress_enabled
 from tasks.runs.reporting import keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.run import resolve_recipes
@@ -47,7 +48,7 @@ def join_ray(config: PipelineConfig) -> None:
 def signals_unwrapped_from_ray() -> Iterator[None]:
     """Let a cancel from the Prefect UI reach Prefect as the signal it is.
 
-    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.fanout.connect_ray)
+    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.cluster.connect_ray)
     raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
     by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
     """

@@ -116,7 +116,7 @@ def start_local_ray() -> None:
     """The local Ray the tests share: 2 CPUs (this machine's size), quiet workers. No-op if Ray is up."""
     import ray
 
-    from tasks.tune.fanout import WORKER_ENV
+    from tasks.tune.cluster import WORKER_ENV
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": WORKER_ENV})

@@ -292,7 +292,7 @@ def test_a_trial_must_fit_one_node_not_the_clusters_sum(ray_cluster, monkeypatch
     once. A trial of 4 CPUs fits the sum but no node: refused, naming the field and the largest node. This driver
     joined the cluster by its address and no autoscaler reported node types to its GCS, so the cluster may be
     autoscaling: the refusal comes after the placement wait (2 s here), having asked the autoscaler for the shape."""
-    from tasks.tune.fanout import PlacementError, check_trials_fit
+    from tasks.tune.cluster import PlacementError, check_trials_fit
 
     monkeypatch.setenv("FMNIST_PLACEMENT_TIMEOUT_S", "2")
     fits = PipelineConfig(store="s3://bucket/any", cpus_per_trial=3, gpus_per_trial=1.0)

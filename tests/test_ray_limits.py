@@ -20,12 +20,8 @@ import pytest
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError
-from tasks.tune.fanout import (
-    PlacementError,
-    RayConnectError,
-    check_ray_reachable,
-    run_trials,
-)
+from tasks.tune.cluster import PlacementError, RayConnectError, check_ray_reachable
+from tasks.tune.fanout import run_trials
 from tasks.data.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]

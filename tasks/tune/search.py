@@ -18,7 +18,8 @@ import numpy as np
 from tasks.model.architectures import ARCHITECTURES
 from tasks.config import PRESETS, SearchConfig
 from tasks.errors import PipelineError
-from tasks.tune.fanout import (check_store_reaches_every_node, check_trials_fit, connect_ray, fit_or_explain,
+from tasks.tune.cluster import check_store_reaches_every_node, check_trials_fit, connect_ray
+from tasks.tune.fanout import (fit_or_explain,
                           keep_secrets_out_of_trial_env, make_tuner, trial_resources)
 from tasks.tune.progress import live_progress_enabled, trial_progress_callback
 from tasks.model.recipes import Recipe, keep_if_better, recipe_from_sample, search_space
