@@ -60,3 +60,7 @@ class CheckpointError(PipelineError):
 
 class DiskFullError(PipelineError):
     """A write ran out of space (ENOSPC, EDQUOT, or EFBIG from a file-size limit): one line saying where."""
+
+
+class IncompatibleVersion(PipelineError):
+    """An installed library lacks an internal the project relies on (checked when its *_compat module loads)."""

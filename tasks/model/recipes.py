@@ -54,6 +54,10 @@ class Recipe(BaseModel):
             raise ValueError(f"weight_decay {self.weight_decay} applies to optimizer 'adamw' only; found 'adam'")
         return self
 
+    def capped(self, max_epochs: int) -> "Recipe":
+        """The recipe with its epoch budget bounded by a run's max_epochs (so `--preset quick` stays quick)."""
+        return self if self.epochs <= max_epochs else self.model_copy(update={"epochs": max_epochs})
+
     def describe(self) -> str:
         decay = f" wd {self.weight_decay:.1e}" if self.optimizer == "adamw" else ""
         dropout = "" if self.dropout is None else f", dropout {self.dropout:.2f}"
@@ -85,8 +89,7 @@ def recipe_for(config: dict, architecture: str) -> Recipe:
     chosen = (config.get("recipes") or {}).get(architecture)
     if chosen is None:
         return report_recipe(config["batch_size"], config["max_epochs"])
-    recipe = parse_recipe(chosen, f"the recipe of {architecture}")
-    return recipe.model_copy(update={"epochs": min(recipe.epochs, config["max_epochs"])})
+    return parse_recipe(chosen, f"the recipe of {architecture}").capped(config["max_epochs"])
 
 
 def recipe_from_sample(sample: dict) -> Recipe:

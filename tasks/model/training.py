@@ -1,9 +1,8 @@
 """Train one architecture on one dataset version: the code that runs inside a Ray Tune trial.
 
-No Prefect here. The trainable takes one config dict (PipelineConfig.model_dump()
-plus run_id, dataset_version and architecture), imports the deep-learning
-backend inside, reports and checkpoints once per epoch, resumes from its last
-checkpoint, and leaves its artifacts under runs/<run_id>/<architecture>/.
+No Prefect here. The trainable reads one TrialSpec (tasks.model.spec) from Tune's config, imports the
+deep-learning backend inside, reports and checkpoints once per epoch, resumes from its last checkpoint, and
+(unless it is a search's trial) tests the model once and leaves its artifacts under runs/<run_id>/<folder>/.
 """
 
 from __future__ import annotations
@@ -25,19 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from tasks.model.architectures import ARCHITECTURES, Architecture, build_model
+from tasks.model.architectures import ARCHITECTURES, build_model
 from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError
 from tasks.model.protocol import augmented, shuffled_for_epoch
-from tasks.model.recipes import Recipe, compile_with_recipe, recipe_for, recipe_from_sample
+from tasks.model.recipes import compile_with_recipe
+from tasks.model.spec import TrialSpec
 from tasks.keys import RunPaths
 from tasks.data.shards import CLASS_NAMES, load_split
 from tasks.data.store import Store, open_store
 
 HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
-
-
-def artifact_prefix(run_id: str, architecture: str) -> str:
-    return RunPaths(run_id).model_prefix(architecture)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -149,7 +145,7 @@ def _callbacks(patience: int, early_stopping_state: dict | None, on_epoch: Any) 
     return early_stopping, EpochReport()
 
 
-def fit_epochs(model, data: TrialData, recipe: Recipe, config: dict, first_epoch: int,
+def fit_epochs(model, data: TrialData, spec: TrialSpec, first_epoch: int,
                early_stopping_state: dict | None, on_epoch: Any) -> None:
     """Epochs `first_epoch` .. recipe.epochs-1 (or until early stopping), each one `fit` call on the fit rows in
     that epoch's own order (tasks.model.protocol), augmented if the recipe says so, with `shuffle=False` so Keras keeps
@@ -160,13 +156,14 @@ def fit_epochs(model, data: TrialData, recipe: Recipe, config: dict, first_epoch
     rows, one CPU thread: 0.90 s/epoch, against 0.84 s here and 0.73 s for one seeded `fit`. The ~0.1 s is the
     copy of the rows (~35 ms) and `fit`'s set-up; on cnn2 it is within noise (1.81 vs 1.75 s, 10,800 rows).
     """
-    early_stopping, report = _callbacks(config["patience"], early_stopping_state, on_epoch)
+    recipe = spec.recipe
+    early_stopping, report = _callbacks(spec.patience, early_stopping_state, on_epoch)
     for epoch in range(first_epoch, recipe.epochs):
         report.started = time.perf_counter()
-        x_fit, y_fit = shuffled_for_epoch(config["seed"], epoch, data.x_fit, data.y_fit)
-        x_fit = augmented(x_fit, config["seed"], epoch, recipe.augmentation)
+        x_fit, y_fit = shuffled_for_epoch(spec.seed, epoch, data.x_fit, data.y_fit)
+        x_fit = augmented(x_fit, spec.seed, epoch, recipe.augmentation)
         model.fit(x_fit, y_fit, validation_data=(data.x_val, data.y_val), shuffle=False,
-                  batch_size=recipe.batch_size, validation_batch_size=config["eval_batch_size"],
+                  batch_size=recipe.batch_size, validation_batch_size=spec.eval_batch_size,
                   initial_epoch=epoch, epochs=epoch + 1, verbose=0,
                   callbacks=[early_stopping, report])  # early stopping first: the report saves its updated state
         if model.stop_training:  # set by early stopping; the next `fit` would clear it
@@ -342,8 +339,7 @@ def _restore_checkpoint(checkpoint) -> tuple[Any, list[dict], dict | None]:
         return load_checkpoint(Path(folder))
 
 
-def starting_state(architecture: Architecture, config: dict, checkpoint, recipe: Recipe | None = None,
-                   fit_rows: int = 0) -> tuple[Any, list[dict], dict | None]:
+def starting_state(spec: TrialSpec, checkpoint, fit_rows: int = 0) -> tuple[Any, list[dict], dict | None]:
     """(model, history, early-stopping state) from Tune's checkpoint, else a fresh model.
 
     A damaged checkpoint is not the end of the trial: Tune keeps one checkpoint (num_to_keep=1), so there is no
@@ -351,40 +347,39 @@ def starting_state(architecture: Architecture, config: dict, checkpoint, recipe:
     goes to the trial's log (Ray's worker logs), and the run's metrics show resumed_from_epoch 0."""
     import keras
 
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(spec.seed)
     if checkpoint:
         try:
             return _restore_checkpoint(checkpoint)
         except CheckpointError as exc:
-            print(f"{architecture.key}: {exc}; training again from the first epoch instead", file=sys.stderr, flush=True)
-            keras.utils.set_random_seed(config["seed"])  # loading may have drawn from the seeded generators
-    recipe = recipe or recipe_for(config, architecture.key)
-    model = build_model(architecture.key, dropout=recipe.dropout)
-    compile_with_recipe(model, recipe, fit_rows, steps_per_execution=config["steps_per_execution"])
+            print(f"{spec.label}: {exc}; training again from the first epoch instead", file=sys.stderr, flush=True)
+            keras.utils.set_random_seed(spec.seed)  # loading may have drawn from the seeded generators
+    model = build_model(spec.architecture, dropout=spec.recipe.dropout)
+    compile_with_recipe(model, spec.recipe, fit_rows, steps_per_execution=spec.steps_per_execution)
     return model, [], None
 
 
-def summarize(architecture: Architecture, model, history: list[dict], data: TrialData, config: dict,
-              resumed_from: int, attempt_seconds: float) -> dict[str, Any]:
+def summarize(spec: TrialSpec, model, history: list[dict], data: TrialData, resumed_from: int,
+              attempt_seconds: float) -> dict[str, Any]:
     """Everything metrics.json records about one trained architecture."""
     import keras
 
     best = max(history, key=lambda row: row["val_accuracy"])
     return {
-        "architecture": architecture.key,
-        "report_name": architecture.report_name,
+        "architecture": spec.architecture,
+        "report_name": ARCHITECTURES[spec.architecture].report_name,
         "params": model.count_params(),
         "epochs": len(history),
         "resumed_from_epoch": resumed_from,
         "train_accuracy": history[-1]["accuracy"],  # the last epoch's, as the report gives it
         "best_val_accuracy": best["val_accuracy"],
         "best_epoch": best["epoch"],
-        **evaluate(model, data, config["eval_batch_size"]),
+        **evaluate(model, data, spec.eval_batch_size),
         "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
         "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
         "attempt_seconds": attempt_seconds,  # this attempt: epochs and evaluation
         "rows": {"fit": len(data.x_fit), "validation": len(data.x_val), "test": len(data.x_test)},
-        "dataset_version": config["dataset_version"],
+        "dataset_version": spec.dataset_version,
         "backend": keras.backend.backend(),
     }
 
@@ -401,82 +396,56 @@ def report_with_checkpoint(model, history: list[dict], early_stopping: dict, res
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def fit_rows_of(arrays: SplitArrays, architecture: Architecture) -> int:
-    return seed_protocol_split(len(arrays["train"][0]), architecture.validation_split)
-
-
 def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
-    """Ray Tune function trainable: one architecture, its recipe (the report's protocol unless the run resolved
-    others), one report and checkpoint per epoch, then the test set once and the artifacts.
+    """Ray Tune function trainable: one TrialSpec (tasks.model.spec), one report and checkpoint per epoch; then,
+    for a run's trial, the test rows once and the artifacts, published under runs/<run_id>/<folder>/.
 
-    `arrays` are the decoded rows, shared through Ray's object store (tune.with_parameters):
-    read-only and zero-copy for every trial on a node. Without them the trial reads the shards.
-    `config["artifact_name"]` (default: the architecture) names the folder under runs/<run_id>/.
+    `arrays` are the decoded rows, shared through Ray's object store (tune.with_parameters): read-only and
+    zero-copy for every trial on a node; without them the trial reads the shards. A search's trial (publish=False)
+    gets the training rows only and never reads the test rows: its winner is chosen on validation accuracy, and
+    tested once when it is retrained. Its last epoch's report says `finished`, so a trial that ends without it was
+    stopped by the scheduler (ASHA) or the time budget.
     """
     from ray import tune
 
-    architecture = ARCHITECTURES[config["architecture"]]
-    configure_backend(config["cpus_per_trial"])
-    store = open_store(config["store"], config.get("s3_endpoint"))
-    prefix = artifact_prefix(config["run_id"], config.get("artifact_name") or architecture.key)
-    if store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt of this run: nothing to redo
+    spec = TrialSpec.from_tune(config)
+    configure_backend(spec.cpus_per_trial)
+    store = open_store(spec.store, spec.s3_endpoint)
+    prefix = RunPaths(spec.run_id).model_prefix(spec.folder)
+    if spec.publish and store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt: nothing to redo
         tune.report({**json.loads(store.get_bytes(f"{prefix}/metrics.json")), "finished": True})
         return
 
     if arrays is None:
-        arrays = load_dataset_arrays(store, config["dataset_version"], config["train_rows"], config["test_rows"])
-    recipe = recipe_for(config, architecture.key)
-    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
-                                                          fit_rows_of(arrays, architecture))
-    data = trial_data(arrays, architecture.validation_split, model.input_shape[1:])
-    storage = store.url_for(f"{RunPaths(config['run_id']).root}/{config.get('experiment', 'tune')}")
+        arrays = {"train": load_split(store, spec.dataset_version, "train", spec.train_rows)[:2]}
+        if spec.publish:
+            arrays["test"] = load_split(store, spec.dataset_version, "test", spec.test_rows)[:2]
+    if not spec.publish:
+        arrays = {"train": arrays["train"]}  # the test rows play no part in a search
+    import keras
+
+    keras.backend.clear_session()  # Tune may reuse a trial's process for the next: drop the last trial's graphs
+    fit_rows = seed_protocol_split(len(arrays["train"][0]), ARCHITECTURES[spec.architecture].validation_split)
+    model, history, early_stopping_state = starting_state(spec, tune.get_checkpoint(), fit_rows)
+    data = trial_data(arrays, ARCHITECTURES[spec.architecture].validation_split, model.input_shape[1:])
+    storage = store.url_for(RunPaths(spec.run_id).experiment(spec.experiment))
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
-        report_with_checkpoint(model, history, early_stopping, {**row, "finished": False}, storage)
+        last = early_stopping["stopped"] or row["epoch"] >= spec.recipe.epochs
+        best = max(r["val_accuracy"] for r in history)
+        report_with_checkpoint(model, history, early_stopping,
+                               {**row, "best_val_accuracy": best, "finished": last and not spec.publish}, storage)
 
     started = time.perf_counter()
     resumed_from = len(history)
     if not (early_stopping_state or {}).get("stopped"):  # a trial that stopped early resumes to publish only
-        fit_epochs(model, data, recipe, config, len(history), early_stopping_state, on_epoch)
+        fit_epochs(model, data, spec, len(history), early_stopping_state, on_epoch)
+    if not spec.publish:
+        return
 
-    metrics = summarize(architecture, model, history, data, config, resumed_from, time.perf_counter() - started)
-    metrics.update(seed=config["seed"], recipe_name=config.get("recipe", "report"), recipe=recipe.model_dump())
+    metrics = summarize(spec, model, history, data, resumed_from, time.perf_counter() - started)
+    metrics.update(seed=spec.seed, recipe_name=spec.recipe_name, recipe=spec.recipe.model_dump())
+    architecture = ARCHITECTURES[spec.architecture]
     publish_artifacts(store, prefix, model, history, metrics, f"{architecture.report_name} ({architecture.key})")
     tune.report({**metrics, "epoch": len(history), "finished": True})
-
-
-def search_trial(config: dict, arrays: SplitArrays | None = None) -> None:
-    """Ray Tune function trainable of `fmnist search`: one sampled recipe (config["recipe"]) on one architecture.
-
-    It sees the training rows only, split into fit and validation rows as a run splits them: the test rows are
-    not passed in and never read here (winners are chosen on validation accuracy; tasks.tune.search tests them once).
-    One report per epoch with `finished` set on the last one, so a trial that ends without it was stopped by the
-    scheduler (ASHA) or the time budget. Nothing is published: the winners are retrained with several seeds.
-    """
-    from ray import tune
-
-    architecture = ARCHITECTURES[config["architecture"]]
-    configure_backend(config["cpus_per_trial"])
-    if arrays is None:
-        store = open_store(config["store"], config.get("s3_endpoint"))
-        arrays = {"train": load_split(store, config["dataset_version"], "train", config["train_rows"])[:2]}
-    train_only: SplitArrays = {"train": arrays["train"]}
-    recipe = recipe_from_sample(config["recipe"])
-    import keras
-
-    keras.backend.clear_session()  # Tune reuses a trial's process for the next: drop the last trial's graphs
-    model, history, early_stopping_state = starting_state(architecture, config, tune.get_checkpoint(), recipe,
-                                                          fit_rows_of(train_only, architecture))
-    data = trial_data(train_only, architecture.validation_split, model.input_shape[1:])
-    storage = f"{config['store'].rstrip('/')}/{RunPaths(config['run_id']).root}/{config.get('experiment', 'search')}"
-
-    def on_epoch(row: dict, early_stopping: dict) -> None:
-        history.append(row)
-        finished = early_stopping["stopped"] or row["epoch"] >= recipe.epochs
-        best = max(r["val_accuracy"] for r in history)
-        report_with_checkpoint(model, history, early_stopping,
-                               {**row, "best_val_accuracy": best, "finished": finished}, storage)
-
-    if not (early_stopping_state or {}).get("stopped"):
-        fit_epochs(model, data, recipe, config, len(history), early_stopping_state, on_epoch)

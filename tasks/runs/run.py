@@ -16,7 +16,7 @@ from typing import Any
 from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config
 from tasks.errors import ConfigError
 from tasks.runs.lease import RunLease
-from tasks.data.shards import PrepareResult
+from tasks.data.shards import PrepareResult, load_manifest
 from tasks.data.store import Store, open_store
 from tasks.keys import RunPaths
 from tasks.model.recipes import best_recipes
@@ -52,6 +52,18 @@ class Run:
 
     def with_dataset(self, dataset: PrepareResult) -> "Run":
         return replace(self, dataset=dataset)
+
+    @classmethod
+    def unclaimed(cls, config: PipelineConfig, store: Store, run_id: str,
+                  dataset: PrepareResult | None = None) -> "Run":
+        """A run that holds no lease and stored no config: for benchmarks and tests that call a stage directly
+        (the flows always claim theirs)."""
+        return cls(config, store, RunPaths(run_id), resumed=False, started=time.time(), dataset=dataset)
+
+    @classmethod
+    def on_published_dataset(cls, config: PipelineConfig, store: Store, run_id: str, version: str) -> "Run":
+        """An unclaimed run on a dataset version already published in `store` (its manifest read once here)."""
+        return cls.unclaimed(config, store, run_id, PrepareResult(version, False, load_manifest(store, version)))
 
     def release(self) -> None:
         """Give up the run's lease: another process may resume it from now on."""

@@ -73,8 +73,7 @@ def _host_port(address: str, default_port: int | None) -> tuple[str, int] | None
 def ray_endpoint(address: str | None) -> RayEndpoint | None:
     """The endpoint ray.init(address) would connect to; None when it would start a local Ray (or when the scheme is
     another client's, e.g. anyscale://, whose connection rules are its own)."""
-    from ray._common.utils import get_ray_address_file
-    from ray._private.services import canonicalize_bootstrap_address
+    from tasks.tune.ray_compat import canonical_bootstrap_address, recorded_ray_address_file
 
     flag_advice = "check --ray-address / RAY_ADDRESS, or leave it empty for a local Ray"
     target = address or os.environ.get("RAY_ADDRESS") or None
@@ -89,9 +88,9 @@ def ray_endpoint(address: str | None) -> RayEndpoint | None:
     if target is None or target == "auto":
         # Like ray.init: RAY_ADDRESS, else the address `ray start` recorded; with none, `auto` is an error and an
         # empty address starts a local Ray.
-        recorded = get_ray_address_file(None)
+        recorded = recorded_ray_address_file()
         try:
-            found = canonicalize_bootstrap_address(target)
+            found = canonical_bootstrap_address(target)
         except ConnectionError:
             raise RayConnectError(f"--ray-address auto: no Ray cluster is recorded on this machine ({recorded}) and "
                                   f"none is running; start one with `ray start --head`, or give its address "
@@ -236,28 +235,14 @@ def unplaceable_reason(cpus: float, gpus: float, shapes: list[NodeShape]) -> str
 
 
 def _autoscaler_node_types() -> list[NodeShape] | None:
-    """The node types an autoscaler reported to the GCS that it may still start; None when none was reported.
+    """The node types an autoscaler reported that it may still start; None when none was reported."""
+    from tasks.tune.ray_compat import autoscaler_node_groups
 
-    The autoscaler (KubeRay, autoscaler v2) stores the cluster's node groups in the GCS; Ray Data reads the same key
-    to decide whether a cluster autoscales (ray.data._internal.cluster_autoscaler.util.is_autoscaling_enabled)."""
-    try:
-        from ray._private.state import state
-
-        config = state.get_cluster_config()
-    except Exception:  # noqa: BLE001  (Ray Client mode, or an older GCS: unknown, not "no autoscaler")
-        return None
-    if not config or not config.node_group_configs:
+    groups = autoscaler_node_groups()
+    if groups is None:
         return None
     return [NodeShape(float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)))
-            for g in config.node_group_configs if g.max_count == -1 or g.max_count > g.min_count]
-
-
-def _ray_started_here() -> bool:
-    """This process started the Ray it uses (a local Ray: this machine, which no autoscaler grows)."""
-    from ray._private import worker
-
-    node = getattr(worker, "_global_node", None)
-    return bool(node is not None and getattr(node, "head", False))
+            for g in groups if g.max_count == -1 or g.max_count > g.min_count]
 
 
 def may_autoscale(cpus: float, gpus: float) -> bool:
@@ -266,7 +251,9 @@ def may_autoscale(cpus: float, gpus: float) -> bool:
     node_types = _autoscaler_node_types()
     if node_types is not None:
         return any(t.fits(cpus, gpus) for t in node_types)
-    return not _ray_started_here()
+    from tasks.tune.ray_compat import ray_started_by_this_process
+
+    return not ray_started_by_this_process()
 
 
 def _wait_for_a_node_that_fits(cpus: float, gpus: float, timeout_s: float, progress: Progress) -> str | None:

@@ -1,50 +1,78 @@
-"""Fan the architectures out as Ray Tune trials, one trial per architecture.
+"""Ray Tune experiments of a run: one trial per architecture (or per architecture and seed), made by one
+`make_tuner(run, experiment)`, run by `fit_or_explain`.
 
-Each trial asks for `cpus_per_trial` CPUs and `gpus_per_trial` of a GPU
-(fractions pack several small models on one GPU). Tune keeps its state and
-the per-epoch checkpoints under runs/<run_id>/tune in the run's store, so a
-trial whose worker dies resumes from its last epoch (FailureConfig) and a
-whole run started again with the same run id resumes too (Tuner.restore).
+Each trial asks for `cpus_per_trial` CPUs and `gpus_per_trial` of a GPU (fractions pack several small models on one
+GPU) and receives one TrialSpec (tasks.model.spec). Tune keeps its state and the per-epoch checkpoints under
+runs/<run_id>/<experiment> in the run's store, so a trial whose worker dies resumes from its last epoch
+(FailureConfig) and a whole run started again with the same run id resumes too (Tuner.restore).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import PipelineError, StoreError
+from tasks.model.recipes import Recipe, recipe_for
+from tasks.model.spec import TrialSpec
+from tasks.model.training import SplitArrays, load_dataset_arrays, train_trial
+from tasks.runs.run import Run
 from tasks.tune.cluster import connect_ray
 from tasks.tune.progress import trial_progress_callback
-from tasks.data.shards import load_manifest
-from tasks.data.store import Store
-from tasks.keys import RunPaths
-from tasks.model.training import load_dataset_arrays, train_trial
+from tasks.tune.ray_compat import aws_keys_kept_from_trials
 from tasks.tune.tune_state import repair_experiment_state
 
+
 Progress = Callable[[str], None]
-
-
-def keep_secrets_out_of_trial_env() -> None:
-    """Stop Ray Tune copying the driver's AWS keys into each trial's runtime_env.
-
-    Tune propagates AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN into the trial
-    actors' runtime_env (ray/tune/execution/class_cache.py), and Ray's runtime-env agent writes
-    that env, secret included, into runtime_env_agent.log and the dashboard. The trials don't need
-    it: on a local Ray they inherit the driver's environment through the raylet, and on a cluster
-    the nodes get credentials from their instance role.
-    """
-    from ray.tune.execution import class_cache
-
-    class_cache.ENV_VARS_TO_PROPAGATE = {v for v in class_cache.ENV_VARS_TO_PROPAGATE if not v.startswith("AWS_")}
 
 
 class TrainingError(PipelineError):
     """One or more trials failed after their retries."""
 
+
 def trial_resources(config: PipelineConfig) -> dict[str, float]:
     """What each trial asks Ray for: with gpus_per_trial=1 one trial per GPU, with 0.2 five share one."""
     return {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial}
+
+
+def trial_spec(run: Run, experiment: str, architecture: str, recipe: Recipe, *, seed: int | None = None,
+               artifact_name: str | None = None, publish: bool = True, recipe_name: str | None = None) -> TrialSpec:
+    """What one trial of this run trains; the recipe's epochs are capped by the run's max_epochs here, once."""
+    config = run.config
+    return TrialSpec(run_id=run.run_id, experiment=experiment, dataset_version=run.dataset_version, store=config.store,
+                     s3_endpoint=config.s3_endpoint, architecture=architecture,
+                     recipe=recipe.capped(config.max_epochs), recipe_name=recipe_name or config.recipe, publish=publish,
+                     seed=config.seed if seed is None else seed, patience=config.patience,
+                     steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
+                     cpus_per_trial=config.cpus_per_trial, train_rows=config.train_rows, test_rows=config.test_rows,
+                     artifact_name=artifact_name)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One Tune experiment of a run: its folder under runs/<run_id>/, the trials' specs, the rows they share."""
+
+    name: str  # 'tune', 'retrain', 'search/<architecture>'
+    specs: list[TrialSpec]  # one trial each; a search has one, the base its sampled recipes replace
+    arrays: SplitArrays | None = None  # decoded once here, handed to every trial through Ray's object store
+    search_space: dict[str, Any] | None = None  # a search's recipe space (then tune_config says how to sample it)
+    tune_config: Any = None  # ray.tune.TuneConfig of a search: searcher, scheduler, samples, time budget
+    # What each trial runs: the project's trainer; a test that measures placement only passes a probe.
+    trainable: Callable[..., None] = field(default=train_trial)
+
+    def param_space(self) -> dict[str, Any]:
+        from ray import tune
+
+        if self.search_space is not None:
+            return {"spec": self.specs[0].model_dump(), "recipe": self.search_space}
+        return {"spec": tune.grid_search([spec.model_dump() for spec in self.specs])}
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder of a trial, named by its spec (Tune's default would spell the whole spec)."""
+    return TrialSpec.from_tune(trial.config).tune_dirname(trial.trial_id)
 
 
 def has_experiment_state(filesystem, experiment: str) -> bool:
@@ -57,43 +85,39 @@ def has_experiment_state(filesystem, experiment: str) -> bool:
     return any(info.base_name.startswith("experiment_state") and info.base_name.endswith(".json") for info in found)
 
 
-def make_tuner(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None, trainable: Callable[[dict], None] = train_trial,
-               manifest: dict | None = None, name: str = "tune", grid: dict[str, list] | None = None,
-               extra: dict[str, Any] | None = None, progress_callback=None):
-    """A Tuner with one trial per architecture (times each `grid` value), storing under runs/<run_id>/<name>;
-    restored if that exists. `extra` adds to (or overrides) each trial's config.
+def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: None, progress_callback=None):
+    """The Tuner of one experiment, storing under runs/<run_id>/<experiment.name>; restored if Tune saved its state
+    there before (a run's experiments; a search is not restored).
 
     `progress_callback` (tasks.tune.progress.trial_progress_callback) reports the trials; by default one that logs
     plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.tune.progress)."""
-    progress_callback = progress_callback or trial_progress_callback(progress, live=False)
     from ray import tune
 
-    filesystem, base = store.arrow_filesystem()
-    storage_path = f"{base}/{RunPaths(run_id).root}"
-    experiment = f"{storage_path}/{name}"
-    if trainable is train_trial:
-        # Decode the rows once here; Ray's object store hands them to every trial (one copy per node).
-        arrays = load_dataset_arrays(store, dataset_version, config.train_rows, config.test_rows, manifest)
-        trainable = tune.with_parameters(train_trial, arrays=arrays)
-    resourced = tune.with_resources(trainable, trial_resources(config))
-    if has_experiment_state(filesystem, experiment):
-        progress(f"resuming run {run_id} from {experiment}: finished trials are kept, others resume from checkpoints")
+    progress_callback = progress_callback or trial_progress_callback(progress, live=False)
+    filesystem, base = run.store.arrow_filesystem()
+    parent, _, name = f"{base}/{run.paths.experiment(experiment.name)}".rpartition("/")
+    trainable = experiment.trainable
+    if experiment.arrays is not None:
+        trainable = tune.with_parameters(trainable, arrays=experiment.arrays)
+    resourced = tune.with_resources(trainable, trial_resources(run.config))
+    if experiment.tune_config is None and has_experiment_state(filesystem, f"{parent}/{name}"):
+        progress(f"resuming run {run.run_id} from {parent}/{name}: finished trials are kept, others resume from "
+                 f"checkpoints")
         # Tune restores only the checkpoint its saved state names, which a store outage can leave deleted
         # (num_to_keep=1, design §10): point each unfinished trial at its newest complete checkpoint first.
-        repair_experiment_state(store, f"{RunPaths(run_id).root}/{name}", progress)
-        return tune.Tuner.restore(experiment, resourced, resume_errored=True, storage_filesystem=filesystem)
-    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version, "experiment": name,
-                   "architecture": tune.grid_search(list(config.architectures)),
-                   **{key: tune.grid_search(values) for key, values in (grid or {}).items()}, **(extra or {})}
+        repair_experiment_state(run.store, run.paths.experiment(experiment.name), progress)
+        return tune.Tuner.restore(f"{parent}/{name}", resourced, resume_errored=True, storage_filesystem=filesystem)
+    tune_config = experiment.tune_config or tune.TuneConfig()
+    tune_config.trial_dirname_creator = trial_dirname
     return tune.Tuner(
         resourced,
-        param_space=param_space,
+        param_space=experiment.param_space(),
+        tune_config=tune_config,
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage_path,
+            storage_path=parent,
             storage_filesystem=filesystem,
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            failure_config=tune.FailureConfig(max_failures=run.config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[progress_callback],
             verbose=0,
@@ -125,44 +149,45 @@ def trial_error_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
-def run_trials(config: PipelineConfig, store: Store, run_id: str, dataset_version: str,
-               progress: Progress = lambda _: None, manifest: dict | None = None,
-               live: bool = False) -> dict[str, dict]:
+def run_trials(run: Run, progress: Progress = lambda _: None, live: bool = False) -> dict[str, dict]:
     """Train every configured architecture as a Tune trial; return their metrics by architecture. With `live`, the
     trials show as a table updated in place on this terminal (tasks.tune.progress), stopped on any exit."""
-    # A missing version fails here, once, not in five retried trials.
-    manifest = manifest or load_manifest(store, dataset_version)
-    connect_ray(config.ray_address)  # joined already when the flow ran tasks.tune.cluster.preflight
-    keep_secrets_out_of_trial_env()
+    connect_ray(run.config.ray_address)  # joined already when the flow ran tasks.tune.cluster.preflight
+    config = run.config
+    # Decode the rows once here; Ray's object store hands them to every trial (one copy per node).
+    arrays = load_dataset_arrays(run.store, run.dataset_version, config.train_rows, config.test_rows, run.manifest)
+    specs = [trial_spec(run, "tune", arch, recipe_for(config.model_dump(), arch)) for arch in config.architectures]
     # A live view needs the Tune loop in this process; through Ray Client (ray://) it runs on the cluster.
     from ray.util.client import ray as ray_client
 
     shown = trial_progress_callback(progress, live=live and not ray_client.is_connected())
     with shown:  # the live view stops on any exit (Ctrl-C, an error) before anything else is printed
-        tuner = make_tuner(config, store, run_id, dataset_version, progress, manifest=manifest, progress_callback=shown)
-        results = fit_or_explain(tuner, config, store, run_id, resume_with=f"fmnist run --resume {run_id}")
-    # The trials' own configs: on a resume they come from the stored experiment, whatever the new config says.
-    trained = [r.config["architecture"] for r in results]
-    return {arch: json.loads(store.get_bytes(RunPaths(run_id).metrics(arch))) for arch in trained}
+        tuner = make_tuner(run, Experiment("tune", specs, arrays), progress, progress_callback=shown)
+        results = fit_or_explain(tuner, run, resume_with=f"fmnist run --resume {run.run_id}")
+    # The trials' own specs: on a resume they come from the stored experiment, whatever the new config says.
+    trained = [TrialSpec.from_tune(r.config).folder for r in results]
+    return {arch: json.loads(run.store.get_bytes(run.paths.metrics(arch))) for arch in trained}
 
 
-def fit_or_explain(tuner, config: PipelineConfig, store: Store, run_id: str, resume_with: str,
-                   tolerate_failures: bool = False):
-    """`tuner.fit()`, its store failures as one StoreError line and (unless tolerated) its failed trials as one
-    TrainingError line, each saying what is kept and the command that goes on."""
+def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = False):
+    """`tuner.fit()` (the driver's AWS keys kept out of the trials' runtime_env), its store failures as one
+    StoreError line and (unless tolerated) its failed trials as one TrainingError line, each saying what is kept and
+    the command that goes on."""
+    config, store = run.config, run.store
     try:
-        results = tuner.fit()
+        with aws_keys_kept_from_trials():
+            results = tuner.fit()
     except Exception as exc:
         cause = store_failure_in(exc)
         if cause is None:
             raise
-        raise StoreError(f"run {run_id}: Ray Tune lost the store {store.uri}"
+        raise StoreError(f"run {run.run_id}: Ray Tune lost the store {store.uri}"
                          f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
                          f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
                          f"resume with `{resume_with}`") from None
-    failed = [(r.config.get("artifact_name") or r.config["architecture"], r.error) for r in results if r.error]
+    failed = [(TrialSpec.from_tune(r.config).label, r.error) for r in results if r.error]
     if failed and not tolerate_failures:
         details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)
-        raise TrainingError(f"run {run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: {details}. "
-                            f"Fix the cause and resume with `{resume_with}`")
+        raise TrainingError(f"run {run.run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: "
+                            f"{details}. Fix the cause and resume with `{resume_with}`")
     return results

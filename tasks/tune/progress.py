@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import IO, Any, Callable, Iterator
 
+from tasks.model.spec import TrialSpec
+
 Log = Callable[[str], None]
 
 # FMNIST_PROGRESS=plain keeps plain lines on a terminal too (screen readers, terminal multiplexers' logs).
@@ -82,18 +84,6 @@ class TrialRow:
         return text
 
 
-def _max_epochs_of(config: dict) -> int:
-    """The trial's epoch budget: its recipe's (a search sample, or the recipe a run resolved for its architecture),
-    capped by max_epochs as the trainer caps it; else max_epochs."""
-    bound = int(config.get("max_epochs") or 0)
-    recipe = config.get("recipe")
-    if not isinstance(recipe, dict):
-        recipe = (config.get("recipes") or {}).get(config.get("architecture"))
-    if isinstance(recipe, dict) and recipe.get("epochs"):
-        return min(int(recipe["epochs"]), bound) if bound else int(recipe["epochs"])
-    return bound
-
-
 def _epoch_of(result: dict | None) -> int:
     try:
         return int((result or {}).get("epoch") or 0)
@@ -131,9 +121,8 @@ class TrialBoard:
         row = self._rows.get(trial.trial_id)
         if row is not None:
             return row
-        config = trial.config or {}
-        row = TrialRow(trial.trial_id, str(config.get("artifact_name") or config.get("architecture", trial.trial_id)),
-                       _max_epochs_of(config))
+        spec = TrialSpec.from_tune(trial.config)  # its epoch budget: the recipe's, capped by the run once
+        row = TrialRow(trial.trial_id, spec.label, spec.recipe.epochs)
         last = getattr(trial, "last_result", None) or {}
         if "epoch" in last:
             self._apply_result(row, last)

@@ -18,15 +18,15 @@ import numpy as np
 from tasks.model.architectures import ARCHITECTURES
 from tasks.config import PRESETS, SearchConfig
 from tasks.errors import PipelineError
-from tasks.tune.cluster import check_store_reaches_every_node, check_trials_fit, connect_ray
-from tasks.tune.fanout import (fit_or_explain,
-                          keep_secrets_out_of_trial_env, make_tuner, trial_resources)
+from tasks.tune.cluster import connect_ray
+from tasks.tune.fanout import Experiment, fit_or_explain, make_tuner, trial_spec
 from tasks.tune.progress import live_progress_enabled, trial_progress_callback
-from tasks.model.recipes import Recipe, keep_if_better, recipe_from_sample, search_space
+from tasks.model.recipes import Recipe, keep_if_better, parse_recipe, recipe_from_sample, report_recipe, search_space
 from tasks.keys import RunPaths
 from tasks.data.shards import load_split
 from tasks.data.store import Store
-from tasks.model.training import search_trial
+from tasks.model.training import load_dataset_arrays
+from tasks.runs.run import Run
 
 Progress = Callable[[str], None]
 METRIC, MODE = "val_accuracy", "max"
@@ -94,34 +94,24 @@ def tpe_sampler(num_samples: int, seed: int):
     return optuna.samplers.TPESampler(n_startup_trials=startup_trials(num_samples), seed=seed)
 
 
-def search_tuner(config: SearchConfig, store: Store, run_id: str, dataset_version: str, architecture: str,
-                 train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None, progress_callback):
-    """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (tuner, scheduler)."""
+def search_experiment(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
+                      time_budget_s: float | None):
+    """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (experiment, scheduler)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    filesystem, base = store.arrow_filesystem()
-    trainable = tune.with_resources(tune.with_parameters(search_trial, arrays={"train": train_rows}),
-                                    trial_resources(config))
+    config = run.config
     scheduler = make_scheduler(config)
-    param_space = {**config.model_dump(), "run_id": run_id, "dataset_version": dataset_version,
-                   "architecture": architecture, "experiment": f"search/{architecture}",
-                   "recipe": search_space(architecture, config.max_epochs)}
     searcher = ConcurrencyLimiter(OptunaSearch(sampler=tpe_sampler(config.num_samples, config.seed)),
                                   max_concurrent=config.max_concurrent or default_concurrency(config))
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=config.num_samples, time_budget_s=time_budget_s),
-        run_config=tune.RunConfig(
-            name=architecture, storage_path=f"{base}/{RunPaths(run_id).root}/search", storage_filesystem=filesystem,
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress_callback], verbose=0),
-    )
-    return tuner, scheduler
+    name = f"search/{architecture}"
+    # The base spec: its recipe's epochs are the search's bound; each trial's sampled recipe replaces it.
+    base = trial_spec(run, name, architecture, report_recipe(config.batch_size, config.max_epochs), publish=False)
+    tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
+                                  num_samples=config.num_samples, time_budget_s=time_budget_s)
+    return Experiment(name, [base], {"train": train_rows}, search_space(architecture, config.max_epochs),
+                      tune_config), scheduler
 
 
 def how_it_ended(result, stopped_by_asha: set[str], budget_reached: bool) -> str:
@@ -155,17 +145,17 @@ def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budg
     return sorted(rows, key=lambda row: -row["best_val_accuracy"])
 
 
-def search_architecture(config: SearchConfig, store: Store, run_id: str, dataset_version: str, architecture: str,
-                        train_rows: tuple[np.ndarray, np.ndarray], time_budget_s: float | None,
-                        progress: Progress) -> list[dict]:
+def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
+                        time_budget_s: float | None, progress: Progress) -> list[dict]:
+    config = run.config
     progress(f"search {architecture}: {config.num_samples} recipes, {config.scheduler.upper()}"
              + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else ""))
     shown = trial_progress_callback(progress, live=live_progress_enabled())
     with shown:  # on a terminal, the trials as a live table (plain lines elsewhere); stopped on any exit
-        tuner, scheduler = search_tuner(config, store, run_id, dataset_version, architecture, train_rows,
-                                        time_budget_s, shown)
+        experiment, scheduler = search_experiment(run, architecture, train_rows, time_budget_s)
+        tuner = make_tuner(run, experiment, progress, progress_callback=shown)
         started = time.monotonic()
-        results = fit_or_explain(tuner, config, store, run_id, tolerate_failures=True,
+        results = fit_or_explain(tuner, run, tolerate_failures=True,
                                  resume_with="fmnist search (a search is not resumed: start it again)")
     budget_reached = time_budget_s is not None and time.monotonic() - started >= time_budget_s * 0.98
     rows = leaderboard_rows(results, architecture, scheduler.stopped, budget_reached)
@@ -179,21 +169,17 @@ def search_architecture(config: SearchConfig, store: Store, run_id: str, dataset
     return rows
 
 
-def search_all(config: SearchConfig, store: Store, run_id: str, dataset_version: str, manifest: dict,
-               progress: Progress = lambda _: None) -> list[dict]:
+def search(run: Run, progress: Progress = lambda _: None) -> list[dict]:
     """Every architecture's search, one after another (each uses the whole cluster); the time budget is shared
     out evenly among the architectures not yet searched. Reads the training rows only."""
-    connect_ray(config.ray_address)
-    check_store_reaches_every_node(store.uri)
-    check_trials_fit(config, progress)
-    keep_secrets_out_of_trial_env()
-    images, labels, _ = load_split(store, dataset_version, "train", config.train_rows, manifest)
+    config = run.config
+    connect_ray(config.ray_address)  # joined already when the flow ran tasks.tune.cluster.preflight
+    images, labels, _ = load_split(run.store, run.dataset_version, "train", config.train_rows, run.manifest)
     deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
     rows: list[dict] = []
     for index, architecture in enumerate(config.architectures):
         budget = None if deadline is None else max(1.0, (deadline - time.monotonic()) / (len(config.architectures) - index))
-        rows += search_architecture(config, store, run_id, dataset_version, architecture, (images, labels), budget,
-                                    progress)
+        rows += search_architecture(run, architecture, (images, labels), budget, progress)
     return rows
 
 
@@ -235,25 +221,23 @@ def seed_folder(architecture: str, seed: int) -> str:
     return f"{architecture}/seed-{seed}"
 
 
-def retrain_winners(config: SearchConfig, store: Store, run_id: str, dataset_version: str, manifest: dict,
-                    winners: dict[str, dict], progress: Progress = lambda _: None) -> dict[str, dict]:
+def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lambda _: None) -> dict[str, dict]:
     """Each winner's recipe trained with seeds seed … seed+seeds-1 (one Tune trial each, through the run's own
     trainable, so each is tested once and published under <arch>/seed-<n>/); then the seed with the best
     validation accuracy becomes the architecture's model (<arch>/), its metrics.json giving all seeds."""
-    from ray import tune
-
+    config = run.config
     seeds = [config.seed + offset for offset in range(config.seeds)]
-    chosen = config.model_copy(update={"architectures": list(winners)})
-    extra = {"recipe": "search", "recipes": {arch: row["config"] for arch, row in winners.items()},
-             "artifact_name": tune.sample_from(lambda spec: seed_folder(spec.config["architecture"], spec.config["seed"]))}
+    specs = [trial_spec(run, "retrain", arch, parse_recipe(row["config"], f"the winning recipe of {arch}"), seed=seed,
+                        artifact_name=seed_folder(arch, seed), recipe_name="search")
+             for arch, row in winners.items() for seed in seeds]
+    arrays = load_dataset_arrays(run.store, run.dataset_version, config.train_rows, config.test_rows, run.manifest)
     shown = trial_progress_callback(progress, live=live_progress_enabled())
     with shown:
-        tuner = make_tuner(chosen, store, run_id, dataset_version, progress, manifest=manifest, name="retrain",
-                           grid={"seed": seeds}, extra=extra, progress_callback=shown)
-        fit_or_explain(tuner, config, store, run_id, resume_with="fmnist search (a search is not resumed: start it again)")
-    paths = RunPaths(run_id)
-    return {arch: publish_winner(store, run_id, arch, [json.loads(store.get_bytes(paths.metrics(seed_folder(arch, s))))
-                                                       for s in seeds])
+        tuner = make_tuner(run, Experiment("retrain", specs, arrays), progress, progress_callback=shown)
+        fit_or_explain(tuner, run, resume_with="fmnist search (a search is not resumed: start it again)")
+    return {arch: publish_winner(run.store, run.run_id, arch,
+                                 [json.loads(run.store.get_bytes(run.paths.metrics(seed_folder(arch, s))))
+                                  for s in seeds])
             for arch in winners}
 
 

@@ -75,20 +75,10 @@ def newest_complete_checkpoint(store: Store, trial_key: str) -> FoundCheckpoint 
 
 def _repoint(trial: Any, found: FoundCheckpoint) -> None:
     """Make the trial's checkpoint manager track `found` (see the module docstring for the fields)."""
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
+    from tasks.tune.ray_compat import point_trial_at_checkpoint
 
-    manager = trial.run_metadata.checkpoint_manager
-    old_metrics = manager.latest_checkpoint_result.metrics if manager.latest_checkpoint_result else {}
-    result = _TrainingResult(
-        checkpoint=Checkpoint(path=f"{trial.storage.trial_fs_path}/{found.name}",
-                              filesystem=trial.storage.storage_filesystem),
-        metrics={**old_metrics, "checkpoint_dir_name": found.name, "training_iteration": found.epochs})
-    manager._checkpoint_results = [result]
-    manager._latest_checkpoint_result = result
-    trial.storage.current_checkpoint_index = found.index
-    trial.run_metadata.invalidate_cache()
-    trial.invalidate_json_state()
+    point_trial_at_checkpoint(trial, f"{trial.storage.trial_fs_path}/{found.name}", found.epochs, found.index,
+                              found.name)
 
 
 def repair_trial(store: Store, experiment_key: str, trial_json: str, metadata_json: str) -> tuple[str, str, str] | None:
