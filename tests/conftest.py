@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from seaweed_server import SeaweedServer, temporary_root
+from tests.seaweed_server import SeaweedServer, temporary_root
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = (

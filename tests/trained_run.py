@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from test_readme_commands import user_env
+from tests.cli.test_readme_commands import user_env
 
 TRAIN_COMMAND = "fmnist run --preset quick --architectures baseline --test-rows 10000"
 

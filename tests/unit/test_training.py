@@ -23,7 +23,7 @@ from tasks.data.store import open_store
 from tasks.model.recipes import report_recipe
 from tasks.model.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
                             starting_state, to_model_input, trial_data)
-from trial_processes import newest_checkpoint_state, trials_killed_after
+from tests.trial_processes import newest_checkpoint_state, trials_killed_after
 
 
 @pytest.mark.parametrize("rows, fraction", [(60_000, 0.2), (60_000, 0.1), (3_000, 0.2), (2_999, 0.1), (101, 0.2)])

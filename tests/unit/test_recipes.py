@@ -19,7 +19,7 @@ from tasks.model.recipes import (Recipe, best_recipes, compile_with_recipe, epoc
                            parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe, search_space)
 
 VENV_BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- bad recipes: one line naming the field, what it expects, what was found ----------------------------------------

@@ -24,7 +24,7 @@ from tasks.errors import StoreError
 from tasks.tune.fanout import TrainingError, run_trials
 from tasks.data.shards import publish_dataset
 from tasks.data.store import open_store
-from trial_processes import history_len, trial_pids, trials_killed_after, wait_for
+from tests.trial_processes import history_len, trial_pids, trials_killed_after, wait_for
 
 pytestmark = pytest.mark.slow
 

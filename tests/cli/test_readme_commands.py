@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 # Every command line of the README's bash blocks → the test that runs it, or why it cannot run here.
@@ -347,7 +347,7 @@ def test_predict_and_runs_as_typed(raw_dataset):
     ./artifacts with one run whose baseline is the champion, beside a user's own pictures."""
     from PIL import Image
 
-    from trained_run import trained_folder, trained_run_id
+    from tests.trained_run import trained_folder, trained_run_id
 
     folder, run = trained_folder(), trained_run_id()
     # A shirt photographed on white, 10x the size, in colour (test image 4 is a shirt); a folder of three photos.

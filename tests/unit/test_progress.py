@@ -436,7 +436,7 @@ def test_a_resumed_run_shows_its_restored_trials_and_logs_into_its_own_flow_run(
     """A run killed mid-training, then `fmnist run --resume ID` in a terminal: the table shows the trial finished
     before the kill as finished and the other as restarted from its checkpoint; the resumed run's epoch lines go to
     the resumed flow run's logs in the UI (Tune restores its callbacks from the store: never the killed run's)."""
-    from trial_processes import wait_for
+    from tests.trial_processes import wait_for
 
     folder = tmp_path / "user"
     folder.mkdir()

@@ -17,7 +17,7 @@ from prefect.states import Cancelling
 from flows.deploy import nightly_deployment
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError
-from trial_processes import wait_for
+from tests.trial_processes import wait_for
 
 
 def test_deployment_has_the_cron_schedule_the_limit_and_the_config_form(prefect_api, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from flows.cli import main
 from tasks.runs.runlist import Difference, ModelResult
 from tasks.data.store import LocalStore, S3Store, Store
-from trained_run import copy_store, trained_folder, trained_run_id
+from tests.trained_run import copy_store, trained_folder, trained_run_id
 
 SECOND, UNFINISHED, RUNNING = "20301231-235959-abcdef", "my-unfinished-run", "20200101-000000-123456"
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from flows.cli import main
 from tasks.predict.inputs import _trim_box, fashion_mnist_pixels, should_invert
-from trained_run import copy_store, trained_folder, trained_run_id
+from tests.trained_run import copy_store, trained_folder, trained_run_id
 
 TEST_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

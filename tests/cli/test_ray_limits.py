@@ -24,7 +24,7 @@ from tasks.tune.cluster import PlacementError, RayConnectError, check_ray_reacha
 from tasks.tune.fanout import run_trials
 from tasks.data.store import open_store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 300
 
 

@@ -203,7 +203,7 @@ def test_absent_pointer_is_no_champion_yet(store):
 def test_fmnist_champion_on_a_damaged_pointer_exits_2_with_one_line(tmp_path):
     store_dir = tmp_path / "artifacts"
     open_store(str(store_dir)).put_bytes(CHAMPION_KEY, b"[]")
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
     result = subprocess.run([sys.executable, "-m", "flows.cli", "champion", "--store", str(store_dir)], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=120)

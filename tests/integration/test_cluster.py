@@ -31,7 +31,7 @@ from tasks.config import ALL_ARCHITECTURES, PipelineConfig
 from tasks.tune.fanout import make_tuner
 from tasks.data.store import open_store
 
-CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 # GPUs per AWS instance type, to check that a node type declares what its machine has (a g5.xlarge declared with
 # 4 GPUs would make the autoscaler start it for trials that can never run there). Extend when adding a type.
