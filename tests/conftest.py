@@ -9,7 +9,13 @@ Session-scoped and started only when a test asks for them:
   AWS_DEFAULT_REGION, so S3Store and pyarrow (standard credential chain) sign with it.
   AWS_ENDPOINT_URL is NOT set: pass `s3_endpoint=s3_server.endpoint` (or monkeypatch the variable).
 - `s3_store_uri` (per test): a fresh `s3://<bucket>/test-<uuid>` prefix.
+- `backend` / `store`: a store-backed test's backend ("local" in tests/unit, "s3" in tests/integration) and a fresh
+  store on it.
 - `prefect_api`: prefect_test_harness(); the API URL string, for PREFECT_API_URL of subprocesses.
+- `ray_local` (module): a local Ray with 2 CPUs, started after SeaweedFS (`_ray_session`), shut down at the end.
+
+None is autouse. tests/unit/conftest.py replaces `s3_server`, `prefect_api` and `ray_local` by fixtures that fail:
+the unit tier starts none of them.
 """
 
 from __future__ import annotations
@@ -91,12 +97,20 @@ def s3_store_uri(s3_server: SeaweedServer) -> str:
     return f"s3://{s3_server.bucket}/test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    """The same test on both backends: a local folder, and a fresh prefix on the session's SeaweedFS."""
+@pytest.fixture(scope="session", params=["local", "s3"])
+def backend(request) -> str:
+    """The store backend of a store-backed test: "local" (a folder) or "s3" (the session's SeaweedFS). Each tier's
+    conftest narrows it: tests/unit runs these tests on "local", tests/integration runs them again on "s3"
+    (tests/integration/on_s3.py); here, for a tier that does not say, both."""
+    return request.param
+
+
+@pytest.fixture
+def store(backend, request, tmp_path):
+    """The same test on each backend of its tier: a local folder, or a fresh prefix on the session's SeaweedFS."""
     from tasks.data.store import open_store
 
-    if request.param == "local":
+    if backend == "local":
         return open_store(str(tmp_path / "store"))
     server = request.getfixturevalue("s3_server")
     return open_store(request.getfixturevalue("s3_store_uri"), s3_endpoint=server.endpoint)
