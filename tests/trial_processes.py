@@ -1,8 +1,10 @@
 """Helpers for tests that fault a Ray Tune trial of their own local Ray: wait with a deadline, find the
-trial's process (and only this test process's), read the newest checkpoint of a run."""
+trial's process (and only this test process's), read the newest checkpoint of a run and a model's history."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.2):
+    """Poll `condition` every `interval` s until it is true; past `timeout` s, fail naming `what` was awaited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -86,3 +89,9 @@ def history_len(store, run_id: str) -> int:
     """Epochs in the newest checkpoint of the run's (single) trial."""
     state = newest_checkpoint_state(store, run_id)
     return len(state["history"]) if state else 0
+
+
+def history_epochs(store, run_id: str, arch: str) -> list[int]:
+    """The epochs in a published model's history.csv, in order."""
+    rows = csv.DictReader(io.StringIO(store.get_bytes(f"runs/{run_id}/{arch}/history.csv").decode()))
+    return [int(row["epoch"]) for row in rows]
