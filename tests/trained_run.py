@@ -2,7 +2,7 @@
 
 `--preset quick --architectures baseline --test-rows 10000`: one model, 3,000 train rows, 2 epochs (about 30 s on
 2 cores), tested on all 10,000 test rows so that it competes and becomes the champion (models/champion.json), as a
-full run's would. Cached per test session (both test modules import it); the folder is removed at exit.
+full run's would. Cached per test session (the modules that use it import it); the folder is removed at exit.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.cli.test_readme_commands import user_env
+from tests.cli_user import run_fmnist
 
 TRAIN_COMMAND = "fmnist run --preset quick --architectures baseline --test-rows 10000"
 
@@ -24,8 +23,7 @@ def trained_folder() -> Path:
     """The folder `fmnist run` ran in: ./artifacts holds one finished run with a champion."""
     folder = Path(tempfile.mkdtemp(prefix="fmnist-trained-"))
     atexit.register(shutil.rmtree, folder, True)
-    result = subprocess.run(TRAIN_COMMAND, shell=True, cwd=folder, env=user_env(), capture_output=True, text=True,
-                            timeout=600)
+    result = run_fmnist(TRAIN_COMMAND, folder, timeout=600)
     assert result.returncode == 0, f"`{TRAIN_COMMAND}` exit {result.returncode}\n{result.stderr[-3000:]}"
     return folder
 
