@@ -29,6 +29,7 @@ def main() -> None:
     from tasks.config import PipelineConfig
     from tasks.data.dataset import fetch_dataset
     from tasks.tune.cluster import connect_ray
+    from tasks.runs.run import Run
     from tasks.tune.fanout import run_trials
     from tasks.data.shards import publish_dataset
     from tasks.data.store import open_store
@@ -41,7 +42,7 @@ def main() -> None:
     for label, cpus in (("side by side (1 CPU per trial)", 1), (f"one after another ({cores} CPUs per trial)", cores)):
         config = PipelineConfig(store=store.uri, max_epochs=args.epochs, patience=args.epochs, cpus_per_trial=cpus)
         started = time.perf_counter()
-        run_trials(config, store, f"packing-{cpus}-{uuid.uuid4().hex[:6]}", version)
+        run_trials(Run.on_published_dataset(config, store, f"packing-{cpus}-{uuid.uuid4().hex[:6]}", version))
         walls[label] = time.perf_counter() - started
         print(f"{label}: {walls[label]:.1f} s", flush=True)
     (side, side_s), (seq, seq_s) = walls.items()

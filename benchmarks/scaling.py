@@ -61,7 +61,7 @@ def make_probe(sleep_s: float):
         started = _time.time()
         _time.sleep(sleep_s)
         tune.report({
-            "architecture": config["architecture"], "started": started, "ended": _time.time(),
+            "architecture": config["spec"]["architecture"], "started": started, "ended": _time.time(),
             "node_id": ray.get_runtime_context().get_node_id(),
             # what tasks.tune.fanout's progress callback reads from a finished trial's report
             "finished": True, "epoch": 0, "test_accuracy": 0.0,
@@ -92,7 +92,10 @@ def slot_turnover(intervals: list[tuple[float, float]], slots: int) -> float:
 
 def run_once(store_root: str, n_trials: int, slots: int, sleep_s: float) -> dict:
     from tasks.config import ALL_ARCHITECTURES, PipelineConfig
-    from tasks.tune.fanout import make_tuner
+    from tasks.data.shards import PrepareResult
+    from tasks.model.recipes import recipe_for
+    from tasks.runs.run import Run
+    from tasks.tune.fanout import Experiment, make_tuner, trial_spec
     from tasks.data.store import open_store
 
     per_grid = len(ALL_ARCHITECTURES)
@@ -100,7 +103,10 @@ def run_once(store_root: str, n_trials: int, slots: int, sleep_s: float) -> dict
         raise SystemExit(f"--trials: {n_trials} is not a multiple of {per_grid} (the architectures grid)")
     config = PipelineConfig(store=store_root, gpus_per_trial=1.0, cpus_per_trial=0.01, max_failures=0)
     run_id = f"scale-m{slots}-n{n_trials}"
-    tuner = make_tuner(config, open_store(store_root), run_id, "none", trainable=make_probe(sleep_s))
+    run = Run.unclaimed(config, open_store(store_root), run_id, PrepareResult("none", False, {}))
+    specs = [trial_spec(run, "tune", arch, recipe_for(config.model_dump(), arch)) for arch in config.architectures]
+    # The architectures grid repeated n_trials / 5 times through Tune's num_samples.
+    tuner = make_tuner(run, Experiment("tune", specs, tune_config=None, trainable=make_probe(sleep_s)))
     local = tuner._local_tuner  # Ray 2.60: the TunerInternal that fit() runs; its TuneConfig is read at fit()
     local._tune_config = dataclasses.replace(local._tune_config, num_samples=n_trials // per_grid)
 

@@ -52,12 +52,13 @@ def trial_seconds(arch: str, epochs: int, store, version: str) -> list[float]:
     import io
 
     from tasks.config import PipelineConfig
+    from tasks.runs.run import Run
     from tasks.tune.fanout import run_trials
 
     config = PipelineConfig(store=store.uri, architectures=[arch], max_epochs=epochs, patience=epochs,
                             cpus_per_trial=os.cpu_count() or 1, max_failures=0)
     run_id = f"bench-{arch}-{uuid.uuid4().hex[:6]}"
-    run_trials(config, store, run_id, version)
+    run_trials(Run.on_published_dataset(config, store, run_id, version))
     rows = csv.DictReader(io.StringIO(store.get_bytes(f"runs/{run_id}/{arch}/history.csv").decode()))
     return [float(row["seconds"]) for row in rows]
 

@@ -172,32 +172,24 @@ def fit_epochs(model, data: TrialData, spec: TrialSpec, first_epoch: int,
 
 # --- random-number state the .keras file leaves out ------------------------------------------------------
 
-def _seed_generators(model) -> dict[str, Any]:
-    """Every SeedGenerator of the model's layers (Dropout's masks), keyed by position and layer name: the
-    names come back from the .keras config, the generators' own names do not (they are auto-numbered)."""
-    return {f"{position}/{layer.name}/{index}": generator
-            for position, layer in enumerate(model._flatten_layers(include_self=True))
-            for index, generator in enumerate(layer._seed_generators)}
-
-
 def rng_state(model) -> dict[str, Any]:
     """The random state a resumed trial needs and `model.save` does not keep (design §10): each layer's
     SeedGenerator, and Keras' global SeedGenerator if anything made one (seed=None random ops)."""
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from tasks.model.keras_compat import global_seed_generator_if_made, layers_random_generators
 
-    global_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
-    return {"layers": {key: np.asarray(g.state.value).tolist() for key, g in _seed_generators(model).items()},
+    global_generator = global_seed_generator_if_made()
+    return {"layers": {key: np.asarray(g.state.value).tolist() for key, g in layers_random_generators(model).items()},
             "global": None if global_generator is None else np.asarray(global_generator.state.value).tolist()}
 
 
 def restore_rng_state(model, state: dict[str, Any]) -> None:
-    """Put back what rng_state saved, onto a model loaded from the same checkpoint."""
-    from keras.src.random.seed_generator import global_seed_generator
+    """Put back what rng_state saved, onto a model loaded from the same checkpoint; ValueError if the checkpoint's
+    generators are not the model's."""
+    from tasks.model.keras_compat import global_seed_generator, layers_random_generators
 
-    generators = _seed_generators(model)
+    generators = layers_random_generators(model)
     if set(generators) != set(state["layers"]):
-        raise ValueError(f"checkpoint's seed generators {sorted(state['layers'])} are not the model's {sorted(generators)}")
+        raise ValueError(f"its seed generators {sorted(state['layers'])} are not the model's {sorted(generators)}")
     for key, generator in generators.items():
         generator.state.assign(np.asarray(state["layers"][key], dtype=generator.state.dtype))
     if state["global"] is not None:
@@ -330,7 +322,10 @@ def load_checkpoint(folder: Path) -> tuple[Any, list[dict], dict | None]:
         raise _damaged(folder, f"{MODEL_FILE} does not load ({type(exc).__name__}: "
                                f"{(str(exc).splitlines() or [''])[0][:200]})") from None
     if "rng" in state:  # checkpoints written before it was saved resume too, just not bit-identically
-        restore_rng_state(model, state["rng"])
+        try:
+            restore_rng_state(model, state["rng"])
+        except (ValueError, KeyError, TypeError) as exc:  # a state.json from another model, or edited
+            raise _damaged(folder, f"{STATE_FILE}'s random state does not fit {MODEL_FILE} ({exc})") from None
     return model, state["history"], state["early_stopping"]
 
 

@@ -28,7 +28,10 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from tasks.config import ALL_ARCHITECTURES, PipelineConfig
-from tasks.tune.fanout import make_tuner
+from tasks.data.shards import PrepareResult
+from tasks.model.recipes import recipe_for
+from tasks.runs.run import Run
+from tasks.tune.fanout import Experiment, make_tuner, trial_spec
 from tasks.data.store import open_store
 
 CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
@@ -157,16 +160,17 @@ def probe(config: dict) -> None:
     the same time, not for trials that happened to run one after another. A trial that cannot be placed while
     the others run makes them time out with all_started False.
     """
-    barrier = Path(config["store"]) / "barrier" / config["run_id"]
+    spec = config["spec"]  # tasks.model.spec.TrialSpec.model_dump(): what every trial of the fan-out receives
+    barrier = Path(spec["store"]) / "barrier" / spec["run_id"]
     barrier.mkdir(parents=True, exist_ok=True)
-    (barrier / config["architecture"]).touch()
+    (barrier / spec["architecture"]).touch()
     deadline = time.monotonic() + BARRIER_TIMEOUT_S
-    while len(list(barrier.iterdir())) < len(config["architectures"]) and time.monotonic() < deadline:
+    while len(list(barrier.iterdir())) < len(ALL_ARCHITECTURES) and time.monotonic() < deadline:
         time.sleep(0.1)
-    all_started = len(list(barrier.iterdir())) == len(config["architectures"])
+    all_started = len(list(barrier.iterdir())) == len(ALL_ARCHITECTURES)
     context = ray.get_runtime_context()
     ray.tune.report({
-        "architecture": config["architecture"],
+        "architecture": spec["architecture"],
         "node_id": context.get_node_id(),
         "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
         "gpu_share": float(context.get_assigned_resources().get("GPU", 0.0)),
@@ -230,7 +234,9 @@ def ray_cluster(request, no_local_ray):
 def run_probes(tmp_path: Path, run_id: str, gpus_per_trial: float, cpus_per_trial: float) -> list[dict]:
     config = PipelineConfig(store=str(tmp_path), gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
                             max_failures=0)
-    results = make_tuner(config, open_store(str(tmp_path)), run_id, "any-version", trainable=probe).fit()
+    run = Run.unclaimed(config, open_store(str(tmp_path)), run_id, PrepareResult("any-version", False, {}))
+    specs = [trial_spec(run, "tune", arch, recipe_for(config.model_dump(), arch)) for arch in config.architectures]
+    results = make_tuner(run, Experiment("tune", specs, trainable=probe)).fit()
     assert [r.error for r in results if r.error] == []
     rows = [r.metrics for r in results]
     assert sorted(r["architecture"] for r in rows) == sorted(ALL_ARCHITECTURES)

@@ -18,6 +18,7 @@ import pytest
 
 from tasks.config import PipelineConfig
 from tasks.errors import StoreError
+from tasks.runs.run import Run
 from tasks.tune.fanout import TrainingError, run_trials
 from tasks.data.shards import publish_dataset
 from tasks.data.store import open_store
@@ -39,7 +40,7 @@ def test_a_killed_trial_worker_resumes_from_its_last_epoch(ray_local, local_stor
                             test_rows=500, max_failures=2)
 
     with trials_killed_after(store, run_id, epochs=2) as killed:
-        metrics = run_trials(config, store, run_id, version)["cnn2"]
+        metrics = run_trials(Run.on_published_dataset(config, store, run_id, version))["cnn2"]
 
     assert killed, "no trial process was found to kill"
     assert metrics["resumed_from_epoch"] >= 2  # restarted from a checkpoint, not from scratch
@@ -103,7 +104,7 @@ def test_s3_gone_for_good_mid_training_is_one_store_error_with_the_resume_hint(s
     stopper.start()
     try:
         with pytest.raises(StoreError) as error:
-            run_trials(config, store, run_id, version)
+            run_trials(Run.on_published_dataset(config, store, run_id, version))
     finally:
         stopper.join(timeout=240)
         s3_server.start()
@@ -135,7 +136,7 @@ def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_delete
     killer = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
     killer.start()
     with pytest.raises(TrainingError):
-        run_trials(config, store, run_id, version)
+        run_trials(Run.on_published_dataset(config, store, run_id, version))
     killer.join(timeout=5)
 
     tune_dir = Path(store.uri.removeprefix("file://")) / "runs" / run_id / "tune"
@@ -147,7 +148,7 @@ def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_delete
     epochs_done = len(json.loads((newer / "state.json").read_text())["history"])
 
     said: list[str] = []
-    metrics = run_trials(config, store, run_id, version, progress=said.append)["cnn2"]
+    metrics = run_trials(Run.on_published_dataset(config, store, run_id, version), progress=said.append)["cnn2"]
     assert f"resuming from {newer.name} ({epochs_done} epochs); the saved state named {named.name} (missing)" \
         in "\n".join(said)
     assert metrics["resumed_from_epoch"] == epochs_done

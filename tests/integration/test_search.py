@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-import flows.search
+import flows.steps
 import tasks.tune.fanout
 import tasks.tune.search
 from flows.cli import main
@@ -44,9 +44,9 @@ def quick_search(prefect_api, s3_server, ray_local):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tasks.tune.search, "load_split", recorded("read", tasks.tune.search.load_split,
                                                           lambda store, version, split, *a, **k: split))
-        patch.setattr(tasks.tune.fanout, "load_dataset_arrays", recorded("read", tasks.tune.fanout.load_dataset_arrays,
+        patch.setattr(tasks.tune.search, "load_dataset_arrays", recorded("read", tasks.tune.search.load_dataset_arrays,
                                                                    lambda *a, **k: "train+test"))
-        patch.setattr(flows.search, "publish_leaderboard", recorded("leaderboard", flows.search.publish_leaderboard,
+        patch.setattr(flows.steps, "publish_leaderboard", recorded("leaderboard", flows.steps.publish_leaderboard,
                                                                     lambda *a, **k: ""))
         code = main(["search", "--preset", "quick", "--architectures", "baseline,mlp1", "--num-samples", "6",
                      "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2", "--seeds", "2",

@@ -16,11 +16,14 @@ from keras.src.trainers.data_adapters.array_slicing import train_validation_spli
 from tasks.model.architectures import build_model, compile_for_seed_protocol
 from tasks.config import PipelineConfig, build_config
 from tasks.errors import CheckpointError, ConfigError, DatasetVersionNotFound
-from tasks.tune.fanout import TrainingError, run_trials
+from tasks.data.shards import PrepareResult
+from tasks.model.spec import TrialSpec
+from tasks.runs.run import Run
+from tasks.tune.fanout import Experiment, TrainingError, run_trials, trial_spec
 from tasks.model.protocol import epoch_permutation
 from tasks.data.shards import load_split, publish_dataset
 from tasks.data.store import open_store
-from tasks.model.recipes import report_recipe
+from tasks.model.recipes import recipe_for
 from tasks.model.training import (TrialData, fit_epochs, load_checkpoint, one_hot, save_checkpoint, seed_protocol_split,
                             starting_state, to_model_input, trial_data)
 from tests.trial_processes import newest_checkpoint_state, trials_killed_after
@@ -32,11 +35,6 @@ def test_validation_rows_are_the_last_fraction_exactly_as_keras_takes_them(rows,
     (fit,), (val,) = train_validation_split((x,), validation_split=fraction)
     split_at = seed_protocol_split(rows, fraction)
     assert np.array_equal(x[:split_at], np.asarray(fit)) and np.array_equal(x[split_at:], np.asarray(val))
-
-
-def protocol_of(config: dict):
-    """The report's protocol as the recipe fit_epochs takes, with the test config's batch and epochs."""
-    return report_recipe(config["batch_size"], config["max_epochs"])
 
 
 def test_pixels_are_divided_by_255_and_shaped_for_the_model():
@@ -56,7 +54,7 @@ def test_one_trial_learns_loss_goes_down_and_the_model_loads_back(ray_local, loc
     store, version = local_dataset
     config = PipelineConfig(preset="quick", store=store.uri, architectures=["mlp1"], max_epochs=3,
                             train_rows=3000, test_rows=500)
-    metrics = run_trials(config, store, "learns", version)["mlp1"]
+    metrics = run_trials(Run.on_published_dataset(config, store, "learns", version))["mlp1"]
 
     history = [line.split(",") for line in store.get_bytes("runs/learns/mlp1/history.csv").decode().splitlines()[1:]]
     losses = [float(row[2]) for row in history]
@@ -109,15 +107,18 @@ def test_quick_preset_fills_defaults_and_explicit_values_win():
 def test_a_dataset_version_that_does_not_exist_fails_before_any_trial(tmp_path, local_dataset):
     store, version = local_dataset
     with pytest.raises(DatasetVersionNotFound) as error:
-        run_trials(PipelineConfig(preset="quick", store=store.uri), store, "nope", "0123456789abcdef")
+        run_trials(Run.on_published_dataset(PipelineConfig(preset="quick", store=store.uri), store, "nope",
+                                            "0123456789abcdef"))
     assert "0123456789abcdef" in str(error.value) and version in str(error.value) and "fmnist prepare" in str(error.value)
 
 
 # --- the batch order, early stopping and resumes ------------------------------------------------------------
 
-def trial_config(**fields) -> dict:
-    """What a trial receives: the quick preset's config plus the fields the fan-out adds."""
-    return {**PipelineConfig(preset="quick", **fields).model_dump(), "run_id": "t", "dataset_version": "v"}
+def trial_config(**fields) -> TrialSpec:
+    """What a trial receives: the spec the fan-out makes of a quick run's config (mlp1, the report's recipe)."""
+    config = PipelineConfig(preset="quick", **fields)
+    run = Run.unclaimed(config, open_store("/nonexistent-store"), "t", PrepareResult("v", False, {}))
+    return trial_spec(run, "tune", "mlp1", recipe_for(config.model_dump(), "mlp1"))
 
 
 @pytest.fixture(scope="module")
@@ -141,26 +142,26 @@ def test_each_epoch_sees_its_own_order_of_the_rows_in_batches_of_128():
     ids = np.arange(rows, dtype=np.float32)[:, None]
     data = TrialData(ids, one_hot(np.arange(rows) % 10), ids[:50], one_hot(np.arange(50) % 10), ids[:10], np.zeros(10))
     model = keras.Sequential([keras.Input((1,)), RowIds(), keras.layers.Dense(10, activation="softmax")])
-    compile_for_seed_protocol(model, config["steps_per_execution"])
+    compile_for_seed_protocol(model, config.steps_per_execution)
     model.run_eagerly = True  # so that RowIds runs in Python on every batch
 
     def orders(first_epoch: int) -> list[np.ndarray]:
         seen.clear()
-        fit_epochs(model, data, protocol_of(config), config, first_epoch, None, lambda row, state: None)
-        assert [len(batch) for batch in seen] == ([128] * 7 + [rows - 7 * 128]) * (config["max_epochs"] - first_epoch)
-        return np.split(np.concatenate(seen), config["max_epochs"] - first_epoch)
+        fit_epochs(model, data, config, first_epoch, None, lambda row, state: None)
+        assert [len(batch) for batch in seen] == ([128] * 7 + [rows - 7 * 128]) * (config.recipe.epochs - first_epoch)
+        return np.split(np.concatenate(seen), config.recipe.epochs - first_epoch)
 
     first = orders(0)
-    assert all(np.array_equal(order, epoch_permutation(config["seed"], epoch, rows)) for epoch, order in enumerate(first))
+    assert all(np.array_equal(order, epoch_permutation(config.seed, epoch, rows)) for epoch, order in enumerate(first))
     assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])  # a new order each epoch
     assert all(np.array_equal(a, b) for a, b in zip(orders(1), first[1:]))  # a resume at epoch 1 replays it
     assert not np.array_equal(epoch_permutation(1, 0, rows), first[0])  # another seed, another order
 
 
 def fresh_model(key: str, config: dict):
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(config.seed)
     model = build_model(key)
-    compile_for_seed_protocol(model, config["steps_per_execution"])
+    compile_for_seed_protocol(model, config.steps_per_execution)
     return model
 
 
@@ -181,11 +182,11 @@ def test_a_model_restored_from_its_checkpoint_trains_on_bit_identically(tmp_path
         if len(history) == 2:
             save_checkpoint(tmp_path, model, history, early_stopping)
 
-    fit_epochs(model, data, protocol_of(config), config, 0, None, checkpoint_after_epoch_2)
+    fit_epochs(model, data, config, 0, None, checkpoint_after_epoch_2)
 
     def resume(folder) -> tuple:
         restored, restored_history, early_stopping = load_checkpoint(folder)
-        fit_epochs(restored, data, protocol_of(config), config, len(restored_history), early_stopping,
+        fit_epochs(restored, data, config, len(restored_history), early_stopping,
                    lambda row, state: restored_history.append(row))
         return restored, restored_history
 
@@ -222,7 +223,7 @@ def test_early_stopping_fires_and_a_stopped_checkpoint_resumes_without_training_
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a folder")
     with pytest.raises(TrainingError):
-        run_trials(config, store, run_id, version)
+        run_trials(Run.on_published_dataset(config, store, run_id, version))
 
     state = newest_checkpoint_state(store, run_id)
     accuracies = [row["val_accuracy"] for row in state["history"]]
@@ -232,7 +233,7 @@ def test_early_stopping_fires_and_a_stopped_checkpoint_resumes_without_training_
     assert len(accuracies) >= 2 and accuracies[-1] <= max(accuracies[:-1])
 
     blocker.unlink()
-    metrics = run_trials(config, store, run_id, version)["baseline"]
+    metrics = run_trials(Run.on_published_dataset(config, store, run_id, version))["baseline"]
     assert metrics["epochs"] == metrics["resumed_from_epoch"] == len(accuracies)
     assert store.get_bytes(f"runs/{run_id}/baseline/history.csv").decode().count("\n") == 1 + len(accuracies)
 
@@ -244,11 +245,11 @@ def test_a_trial_killed_after_epoch_2_ends_bit_identical_to_one_never_interrupte
     config = PipelineConfig(preset="quick", store=store.uri, architectures=["mlp3_dropout"], max_epochs=4,
                             train_rows=30_000, test_rows=500, max_failures=2)
     straight, killed_run = f"straight-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:6]}"
-    run_trials(config, store, straight, version)
+    run_trials(Run.on_published_dataset(config, store, straight, version))
 
 
     with trials_killed_after(store, killed_run, epochs=2, interval=0.05) as killed:
-        metrics = run_trials(config, store, killed_run, version)["mlp3_dropout"]
+        metrics = run_trials(Run.on_published_dataset(config, store, killed_run, version))["mlp3_dropout"]
 
     assert killed, "no trial process was found to kill"
     assert 2 <= metrics["resumed_from_epoch"] < 4, "the kill did not land between epoch 2 and the end"
@@ -266,11 +267,12 @@ def test_a_run_killed_before_tunes_first_state_save_starts_its_trials_afresh(ray
     run_id = f"killed-at-start-{uuid.uuid4().hex[:6]}"
     config = PipelineConfig(preset="quick", store=store.uri, architectures=["baseline"], max_epochs=1,
                             train_rows=1000, test_rows=200)
-    make_tuner(config, store, run_id, version)  # what a run killed right after making its Tuner leaves behind
+    run = Run.on_published_dataset(config, store, run_id, version)
+    make_tuner(run, Experiment("tune", [trial_spec(run, "tune", "baseline", recipe_for(config.model_dump(), "baseline"))]))  # what a run killed right after making its Tuner leaves behind
     filesystem, _ = store.arrow_filesystem()
     tune_folder = store.root / "runs" / run_id / "tune"
     assert (tune_folder / "tuner.pkl").is_file() and not has_experiment_state(filesystem, str(tune_folder))
-    metrics = run_trials(config, store, run_id, version)["baseline"]
+    metrics = run_trials(Run.on_published_dataset(config, store, run_id, version))["baseline"]
     assert metrics["epochs"] == 1 and metrics["resumed_from_epoch"] == 0
     assert has_experiment_state(filesystem, str(tune_folder))
 
@@ -280,6 +282,14 @@ def test_a_run_killed_before_tunes_first_state_save_starts_its_trials_afresh(ray
 def saved_checkpoint(folder) -> None:
     config = trial_config()
     save_checkpoint(folder, fresh_model("mlp1", config), [{"epoch": 1, "loss": 1.0}], {"wait": 0, "stopped": False})
+
+
+def rename_seed_generators(folder) -> None:
+    """A state.json whose random state names other layers than its model.keras has (another model's, or edited):
+    restoring it raises a ValueError, which must read as a damaged checkpoint like any other."""
+    state = json.loads((folder / "state.json").read_text())
+    state["rng"]["layers"] = {f"{key}-renamed": value for key, value in state["rng"]["layers"].items()} or {"x": [0]}
+    (folder / "state.json").write_text(json.dumps(state))
 
 
 def truncate_model(folder) -> None:
@@ -301,7 +311,8 @@ def strip_manifest(folder) -> None:
     (lambda folder: (folder / "state.json").unlink(), "state.json is missing"),
     (lambda folder: (folder / "model.keras").unlink(), "model.keras is missing"),
     (strip_manifest, "model.keras does not load"),
-], ids=["model-torn", "state-torn", "state-missing", "model-missing", "legacy-torn"])
+    (lambda folder: rename_seed_generators(folder), "state.json's random state does not fit model.keras"),
+], ids=["model-torn", "state-torn", "state-missing", "model-missing", "legacy-torn", "rng-of-another-model"])
 def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_repair(tmp_path, damage, problem):
     saved_checkpoint(tmp_path)
     load_checkpoint(tmp_path)  # whole, it loads
@@ -316,12 +327,10 @@ def test_a_damaged_checkpoint_is_one_error_naming_its_folder_and_the_repair(tmp_
 def test_a_trial_given_a_damaged_checkpoint_trains_again_from_its_first_epoch(tmp_path):
     from ray.tune import Checkpoint
 
-    from tasks.model.architectures import ARCHITECTURES
-
     config = trial_config()
     saved_checkpoint(tmp_path)
     truncate_model(tmp_path)
-    model, history, early_stopping = starting_state(ARCHITECTURES["mlp1"], config, Checkpoint.from_directory(tmp_path))
+    model, history, early_stopping = starting_state(config, Checkpoint.from_directory(tmp_path))
     assert history == [] and early_stopping is None
     assert same_state(model, fresh_model("mlp1", config))  # the seed protocol's fresh start, as if never trained
 
@@ -388,8 +397,9 @@ def test_a_trial_whose_checkpoint_runs_out_of_space_fails_with_one_line_saying_w
     store, version = local_dataset
     config = PipelineConfig(preset="quick", store=store.uri, architectures=["mlp1"], max_epochs=1,
                             train_rows=1000, test_rows=200, max_failures=0)
-    results = make_tuner(config, store, f"full-{uuid.uuid4().hex[:6]}", version,
-                         trainable=train_with_a_file_size_limit).fit()
+    run = Run.on_published_dataset(config, store, f"full-{uuid.uuid4().hex[:6]}", version)
+    specs = [trial_spec(run, "tune", "mlp1", recipe_for(config.model_dump(), "mlp1"))]
+    results = make_tuner(run, Experiment("tune", specs, trainable=train_with_a_file_size_limit)).fit()
     line = trial_error_line(results[0].error)
     assert line.startswith(f"DiskFullError: no space left to write a checkpoint at {tempfile.gettempdir()}/"), line
     assert "File too large" in line and "TMPDIR" in line and "\n" not in line
