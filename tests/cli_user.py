@@ -66,18 +66,18 @@ def start_fmnist(command: str | Sequence[str], cwd: Path | None = None, env: Map
     text (stderr into stdout with `merge_stderr`); `popen` overrides Popen's arguments (a pseudo-terminal's stdin,
     stdout, stderr, preexec_fn)."""
     line = _line(command)
+    started = time.monotonic()
     options = dict(cwd=cwd or fresh_folder(), env=user_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                    stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True, start_new_session=True)
     options.update(popen)
     process = subprocess.Popen(["/bin/sh", "-c", f"exec {line}"], **options)
-    process.command_line = line
+    process.command_line, process.started = line, started
     return process
 
 
 def finish(process: subprocess.Popen, timeout: float = DEFAULT_TIMEOUT_S) -> subprocess.CompletedProcess:
     """Wait for a started command; past `timeout` s, kill its process group and fail saying what it printed.
-    Returns a CompletedProcess (args: the command line) with `seconds`, the time from this call to its exit."""
-    started = time.monotonic()
+    Returns a CompletedProcess (args: the command line) with `seconds`, the time from its start to its exit."""
     line = getattr(process, "command_line", process.args)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
@@ -90,7 +90,7 @@ def finish(process: subprocess.Popen, timeout: float = DEFAULT_TIMEOUT_S) -> sub
         if process.poll() is None:
             stop_group(process)
     result = subprocess.CompletedProcess(line, process.returncode, stdout, stderr)
-    result.seconds = time.monotonic() - started
+    result.seconds = time.monotonic() - getattr(process, "started", time.monotonic())
     return result
 
 
