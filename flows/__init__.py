@@ -1,6 +1,11 @@
-"""Prefect flows (prepare, run), the nightly deployment and the `fmnist` command.
+"""Prefect at the edges: the flows, their steps, the nightly deployment and the `fmnist` command.
 
-Prefect stays here, at the edges: every flow calls plain functions from `tasks`.
+- prepare, run, search: the flows, each short; they import their `@task`s from `steps` only (never one another)
+- steps: every Prefect `@task`, a thin wrapper of a plain stage in `tasks/` (one retry preset), and the helpers
+  the flows share
+- deploy: the nightly deployment of a flow (served, or on a process work pool)
+- prefect_compat: every Prefect internal the project relies on, checked at import
+- cli/: the `fmnist` command (its read-only commands never import Prefect, Ray or the flows)
 """
 
 import os

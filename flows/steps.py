@@ -1,0 +1,205 @@
+"""Every Prefect `@task` of the flows, each a thin wrapper of a plain stage in `tasks/`, and the helpers the flows
+share. The flows (prepare, run, search) import from here only, never from one another.
+
+Retries: a step that reads or writes the store (or fetches the source) gets Prefect's retries, ONE preset
+(`touches_store`), each with its own condition of what is worth another try. A step that runs trials gets none:
+Ray's FailureConfig restarts trials from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
+
+from tasks.config import PipelineConfig, SearchConfig
+from tasks.data.dataset import RawDataset, fetch_dataset
+from tasks.data.shards import PrepareResult, publish_dataset
+from tasks.data.store import Store, open_store
+from tasks.errors import ChampionFileError, DatasetError, PipelineError, StoreError
+from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
+from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
+from tasks.runs.run import Run, claim_run, resolve_recipes
+from tasks.tune.search import (leaderboard_key, publish_leaderboard, recipes_comparable, retrain_winners,
+                               search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
+                               winners_of)
+from tasks.tune.cluster import preflight as cluster_preflight
+from tasks.tune.fanout import run_trials
+from tasks.tune.progress import live_progress_enabled
+
+# Tune warns on every per-epoch checkpoint of short epochs; the checkpoints are intended.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+STORE_RETRIES = 2
+STORE_RETRY_DELAYS_S = [2, 8]
+
+RetryCondition = Callable[[Any, Any, Any], bool]
+
+
+def touches_store(retry_if: RetryCondition | None = None) -> Callable:
+    """The one retry preset: a step that touches the store or the network, tried again twice (after 2 s, then
+    8 s) when `retry_if(task, task_run, state)` says the failure may pass (always, when not given)."""
+    return task(retries=STORE_RETRIES, retry_delay_seconds=STORE_RETRY_DELAYS_S, retry_condition_fn=retry_if,
+                cache_policy=NO_CACHE)
+
+
+once = task(cache_policy=NO_CACHE)  # no Prefect retries (trials: Ray restarts them from checkpoints)
+
+
+def unless_bad_content(task, task_run, state) -> bool:
+    """A bad source or content (missing folder, HTML page, truncated .gz, wrong header or checksum, HTTP 4xx)
+    never gets better, and network faults were already retried with backoff inside the download: no Prefect
+    retry for a DatasetError. Other faults (an S3 source going away: StoreError) get another try."""
+    return not isinstance(state.data, DatasetError)
+
+
+def only_store_faults(task, task_run, state) -> bool:
+    """A store that did not answer may answer on the next try; an expected error about content (a damaged
+    champion file) gives the same answer every time: fail at once with its one line."""
+    return isinstance(state.data, StoreError) or not isinstance(state.data, PipelineError)
+
+
+@contextmanager
+def signals_unwrapped_from_ray() -> Iterator[None]:
+    """Let a cancel from the Prefect UI reach Prefect as the signal it is.
+
+    On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.cluster.connect_ray)
+    raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
+    by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
+    """
+    try:
+        yield
+    except SystemError as exc:
+        if isinstance(exc.__cause__, TerminationSignal):
+            raise exc.__cause__ from None
+        raise
+
+
+# --- the dataset ---------------------------------------------------------------------------------------------
+
+@touches_store(unless_bad_content)
+def fetch(source: str | None, s3_endpoint: str | None = None) -> RawDataset:
+    """Read the four raw files and verify their content."""
+    return fetch_dataset(source, progress=get_run_logger().info, s3_endpoint=s3_endpoint)
+
+
+@touches_store(unless_bad_content)
+def shard_and_publish(raw: RawDataset, store: Store, rows_per_shard: int) -> PrepareResult:
+    """Write Parquet shards, then the manifest (a no-op if this version is published)."""
+    return publish_dataset(raw, store, rows_per_shard, progress=get_run_logger().info)
+
+
+def describe(result: PrepareResult, store_uri: str) -> str:
+    rows = ", ".join(f"{split} {n:,} rows" for split, n in result.rows.items())
+    state = "published" if result.created else "already published, nothing written"
+    return (f"dataset version {result.version} ({state}): {rows}, {result.shard_count} shards, "
+            f"{result.bytes / 1e6:.1f} MB in {store_uri}")
+
+
+def with_prepared_dataset(run: Run) -> Run:
+    """The run with its dataset version: fetched, verified and published (a no-op when already there). Called in a
+    flow, so fetch and shard_and_publish run as its tasks. The raw arrays are dropped here: the driver decodes the
+    published shards' rows once and hands them to the trials through Ray's object store."""
+    raw = fetch(run.config.source, run.config.s3_endpoint)
+    return run.with_dataset(shard_and_publish(raw, run.store, run.config.rows_per_shard))
+
+
+# --- a run: before and after its trials ----------------------------------------------------------------------
+
+@once
+def preflight(config: PipelineConfig) -> None:
+    """Everything about the Ray cluster that can refuse a run, once, before the run is claimed: Ray answers, every
+    node reaches the store, some node holds one trial."""
+    cluster_preflight(config, get_run_logger().info)
+
+
+@once
+def claim(config: PipelineConfig) -> Run:
+    """A new run id with its config stored, or the unfinished run given (resumed as it began); never a finished run.
+    A run with recipe 'best' stores the recipes it will train with."""
+    store = open_store(config.store, config.s3_endpoint)
+    return claim_run(resolve_recipes(config, store), store)
+
+
+@touches_store(only_store_faults)
+def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
+    """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
+    try:
+        decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
+    except ChampionFileError as exc:
+        raise keep_unpromoted_summary(run, metrics, exc) from None  # Table 1 kept; the run stays resumable
+    for decision in decisions:
+        get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
+    return decisions
+
+
+def table_artifact_key(config: PipelineConfig) -> str:
+    """One table history per comparable protocol: the nightly full runs under `fmnist-table1`, quick (smoke) runs
+    under `fmnist-table1-quick`, anything with changed protocol values under `fmnist-table1-custom`."""
+    if config.recipe != "report":
+        return f"fmnist-table1-{config.recipe}"
+    if not config.comparable:
+        return "fmnist-table1-custom"
+    return "fmnist-table1" if config.preset == "full" else f"fmnist-table1-{config.preset}"
+
+
+# --- `fmnist run` --------------------------------------------------------------------------------------------
+
+@once
+def train(run: Run) -> dict[str, dict]:
+    """One Ray Tune trial per architecture; returns each one's metrics."""
+    with signals_unwrapped_from_ray():
+        return run_trials(run, progress=get_run_logger().info, live=live_progress_enabled())
+
+
+@touches_store()
+def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dict:
+    """Table 1 beside the report's, Figure 1, the champion decisions and the run record, into the store."""
+    return publish_report(run, metrics, run_record(run, time.time()), decisions)
+
+
+# --- `fmnist search` -----------------------------------------------------------------------------------------
+
+@once
+def search(run: Run) -> list[dict]:
+    """Every architecture's recipe search (train and validation rows only); the leaderboard, published."""
+    with signals_unwrapped_from_ray():
+        rows = search_recipes(run, progress=get_run_logger().info)
+    publish_leaderboard(run.store, run.run_id, rows)
+    return rows
+
+
+@once
+def retrain(run: Run, rows: list[dict]) -> dict[str, dict]:
+    """The winners (best validation accuracy) retrained with several seeds, each tested once."""
+    with signals_unwrapped_from_ray():
+        return retrain_winners(run, winners_of(rows), progress=get_run_logger().info)
+
+
+@touches_store()
+def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decisions: list[Decision]) -> dict:
+    """Table 1 (mean ± std over seeds) beside the report's, the recipes kept, then run.json last."""
+    config: SearchConfig = run.config  # type: ignore[assignment]
+    stored = store_recipes(run.store, config, run.run_id, winners)
+    table = search_table_rows(winners)
+    recipes_note = (", ".join(f"{arch} {'stored' if kept else 'kept the stored one (better validation accuracy)'}"
+                              for arch, kept in stored.items()) if recipes_comparable(config)
+                    else f"none stored: the search ran on other rows than preset '{config.preset}'s")
+    note = (f"Protocol: {config.protocol()}; {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped "
+            f"early by ASHA; leaderboard {run.store.url_for(leaderboard_key(run.run_id))}. "
+            f"Recipes: {recipes_note}. Dataset version {run.dataset_version}; code {code_version()}.")
+    markdown = search_table_markdown(run.run_id, table, note) + "\n" + decisions_markdown(decisions)
+    summary = {"run_id": run.run_id, "kind": "search", "dataset_version": run.dataset_version,
+               "protocol": config.protocol(), "table1": table, "metrics": winners, "recipes_stored": stored,
+               "trials": len(rows), "champion_decisions": decisions_json(decisions)}
+    run.store.put_bytes(run.paths.summary_json, json.dumps(summary, indent=2).encode())
+    run.store.put_bytes(run.paths.summary_md, markdown.encode())
+    run.store.put_bytes(run.paths.record, json.dumps(run_record(run, time.time()), indent=2).encode())
+    return {"rows": table, "markdown": markdown}
