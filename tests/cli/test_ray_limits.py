@@ -63,4 +63,4 @@ def test_fmnist_run_asking_more_cpus_per_trial_than_this_machine_has_exits_2(tmp
                          str(cpus)], tmp_path, timeout=CLI_TIMEOUT_S)
     assert_one_error_line(result, f"config field 'cpus_per_trial': each trial asks for {cpus} CPUs, but the largest "
                                   f"node of the Ray cluster has {cpus - 1}")
-    assert not (tmp_path / "artifacts" / "runs").exists()  # refused in join_ray, before the run is claimed
+    assert not (tmp_path / "artifacts" / "runs").exists()  # refused in preflight, before the run is claimed

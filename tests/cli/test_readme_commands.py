@@ -82,7 +82,7 @@ def test_first_command_as_typed(fresh_folder):
 def test_help_as_typed(fresh_folder):
     from tasks.config import PipelineConfig
 
-    from flows.cli import NOT_OPTIONS
+    from flows.cli.options import NOT_OPTIONS
 
     out = ok(run_fmnist("fmnist run --help", fresh_folder, timeout=60))
     for name, field in PipelineConfig.model_fields.items():

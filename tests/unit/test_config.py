@@ -141,7 +141,8 @@ def test_protocol_names_what_was_overridden_and_comparability_follows():
 def test_resume_refuses_options_that_change_the_run_and_keeps_the_stored_config(tmp_path, capsys):
     """A quick run's stored config.json: `--resume ID` rebuilds it; protocol options given with it are refused by
     name, before Prefect starts; options that don't change the numbers (resources) are taken."""
-    from flows.cli import _config_from, _parser
+    from flows.cli.launch import config_from
+    from flows.cli.options import parser
     from tasks.runs.run import claim_run
 
     store = str(tmp_path / "store")
@@ -149,7 +150,7 @@ def test_resume_refuses_options_that_change_the_run_and_keeps_the_stored_config(
     assert not run.resumed and (tmp_path / "store/runs/q1/config.json").is_file()
     run.release()  # as a run that ended unfinished: resumable
 
-    resumed = _config_from(_parser().parse_args(["run", "--resume", "q1", "--store", store, "--cpus-per-trial", "2"]))
+    resumed = config_from(parser().parse_args(["run", "--resume", "q1", "--store", store, "--cpus-per-trial", "2"]))
     assert (resumed.preset, resumed.train_rows, resumed.architectures, resumed.cpus_per_trial) == ("quick", 3000, ["cnn2"], 2.0)
 
     for options, named in ((["--preset", "full"], "preset"), (["--max-epochs", "5"], "max_epochs"),
