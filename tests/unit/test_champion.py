@@ -1,11 +1,8 @@
-"""Champion promotion against both store backends: better promotes, worse does not, races have one winner."""
+"""Champion promotion on a store (a folder here; tests/integration/test_champion_s3.py runs the same on SeaweedFS):
+better promotes, worse does not, races have one winner. `fmnist champion` on a damaged pointer: tests/cli."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +10,6 @@ from tasks.runs.champion import decisions_markdown, margin_rows, promote, read_c
 
 from tasks.keys import CHAMPION_KEY
 from tasks.errors import ChampionFileError
-from tasks.data.store import open_store
 
 
 def metrics(arch: str, accuracy: float, test_rows: int = 10_000) -> dict:
@@ -200,15 +196,3 @@ def test_absent_pointer_is_no_champion_yet(store):
     assert read_champions(store) == {}
 
 
-def test_fmnist_champion_on_a_damaged_pointer_exits_2_with_one_line(tmp_path):
-    store_dir = tmp_path / "artifacts"
-    open_store(str(store_dir)).put_bytes(CHAMPION_KEY, b"[]")
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "champion", "--store", str(store_dir)], cwd=tmp_path,
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2, result
-    assert result.stdout == ""  # not "no champion yet"
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"fmnist champion: error: {store_dir}/models/champion.json is not a readable "
-                                    "champion pointer: expected a JSON object, found a list; restore it from a backup")

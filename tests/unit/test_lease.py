@@ -1,4 +1,5 @@
-"""One process per run: the lease on runs/<id>/, on both store backends, and two `fmnist run --run-id X` at once."""
+"""One process per run: the lease on runs/<id>/, on a store (a folder here; tests/integration/test_lease_s3.py runs the
+same on SeaweedFS). Two `fmnist run --run-id X` at once: tests/cli/test_lease.py."""
 
 from __future__ import annotations
 
@@ -82,24 +83,3 @@ def test_a_second_claim_of_a_run_in_progress_writes_nothing(store):
     assert claim_run(config, store).resumed  # once released, the same id resumes
 
 
-@pytest.mark.slow
-def test_two_runs_given_the_same_run_id_at_once_one_is_refused_in_one_line(tmp_path, prefect_api):
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "flows.cli", "run", "--preset", "quick", "--architectures", "baseline",
-               "--run-id", "same-night"]
-    processes = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, start_new_session=True) for _ in range(2)]
-    try:
-        outputs = [p.communicate(timeout=600) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                os.killpg(p.pid, 9)
-    codes = sorted(p.returncode for p in processes)
-    assert codes == [0, 2], [o[1][-2000:] for o in outputs]
-    refused = next(err for p, (_, err) in zip(processes, outputs) if p.returncode == 2)
-    errors = [line for line in refused.splitlines() if line.startswith("fmnist run: error: ")]
-    assert len(errors) == 1 and "run same-night is in progress" in errors[0] and "Traceback" not in refused
-    run = tmp_path / "artifacts" / "runs" / "same-night"
-    assert (run / "run.json").is_file() and not (run / "lease.json").exists()
-    assert json.loads((run / "baseline" / "metrics.json").read_text())["resumed_from_epoch"] == 0

@@ -1,12 +1,10 @@
 """Recipes as data (tasks/model/recipes.py), the on-the-fly augmentation (tasks/model/protocol.py) and the search's pieces that
-need no Ray: bad recipes, schedules, the stored best recipe's compare-and-swap, the search space."""
+need no Ray: bad recipes, schedules, the stored best recipe's compare-and-swap (on a folder here; on SeaweedFS in
+tests/integration/test_recipes_s3.py), the search space. `fmnist run --recipe best` as typed: tests/cli."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +15,6 @@ from tasks.errors import ConfigError
 from tasks.model.protocol import augmented
 from tasks.model.recipes import (Recipe, best_recipes, compile_with_recipe, epoch_budgets, keep_if_better, learning_rate,
                            parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe, search_space)
-
-VENV_BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- bad recipes: one line naming the field, what it expects, what was found ----------------------------------------
@@ -154,35 +149,6 @@ def test_a_recipe_is_kept_only_when_it_validates_better(store):
         best_recipes(store, "full", ["mlp1", "cnn2"])
     with pytest.raises(ConfigError, match="no stored recipe for mlp1"):  # presets are kept apart
         best_recipes(store, "quick", ["mlp1"])
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PREFECT_API_URL", None)
-    return subprocess.run([str(VENV_BIN / "fmnist"), *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                          env=env)
-
-
-def test_recipe_best_without_a_stored_recipe_says_so_before_anything_starts(tmp_path):
-    result = run_cli(["run", "--preset", "quick", "--recipe", "best", "--architectures", "cnn2"], tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"fmnist run: error: --recipe best: no stored recipe for cnn2 in {tmp_path / 'artifacts' / 'recipes' / 'quick'} "
-        "(preset 'quick'); run `fmnist search --preset quick --architectures cnn2` first, or use --recipe report")
-    assert not (tmp_path / "artifacts" / "runs").exists()
-
-
-def test_a_damaged_stored_recipe_names_the_file(tmp_path):
-    folder = tmp_path / "artifacts" / "recipes" / "quick"
-    folder.mkdir(parents=True)
-    (folder / "cnn2.json").write_text(json.dumps({"recipe": {"augmentation": "rotate"}}))
-    result = run_cli(["run", "--preset", "quick", "--recipe", "best", "--architectures", "cnn2"], tmp_path)
-    assert result.returncode == 2
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"fmnist run: error: {folder / 'cnn2.json'}: not a valid recipe: augmentation")
-    assert "found 'rotate'" in line
 
 
 def test_a_search_form_left_untouched_takes_the_chosen_presets_sample_count():

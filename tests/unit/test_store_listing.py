@@ -1,4 +1,5 @@
-"""The store contract for listing one level (`list_prefixes`) and for `modified_at`, on both backends."""
+"""The store contract for listing one level (`list_prefixes`) and for `modified_at`, on a folder (on SeaweedFS:
+tests/integration/test_store_listing_s3.py)."""
 
 from __future__ import annotations
 
