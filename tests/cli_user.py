@@ -1,8 +1,9 @@
 """The `fmnist` command run as a user runs it: the one way the tests start it in a subprocess.
 
-- The command is a line as typed ("fmnist run --preset quick", ".venv/bin/fmnist deploy …") or a list of words
-  (["fmnist", "runs", "--store", path]); it runs through /bin/sh (`exec`, so the process is the command itself) with
-  the test's venv first on PATH, so `fmnist` is the installed script of the README's set-up.
+- The command is a line as typed ("fmnist run --preset quick", ".venv/bin/fmnist deploy …", or another command of
+  the venv a user types beside it, ".venv/bin/prefect worker start …") or a list of words (["fmnist", "runs",
+  "--store", path]); it runs through /bin/sh (`exec`, so the process is the command itself) with the test's venv
+  first on PATH, so `fmnist` is the installed script of the README's set-up.
 - In `cwd`, by default a fresh empty folder (removed at exit).
 - In its own session (process group), as a terminal starts a command: Ctrl-C is `os.killpg(p.pid, SIGINT)`, and
   on a timeout the whole group (the flow, its local Ray, Prefect's temporary server) is killed.

@@ -1,31 +1,20 @@
-"""`fmnist prepare` as a user runs it: a subprocess, against the session's Prefect test server."""
+"""`fmnist prepare` as a user runs it (tests/cli_user.py): a subprocess, against the session's Prefect test server."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tasks.data.shards import list_versions, load_manifest
 from tasks.data.store import LocalStore, open_store
+from tests.cli_user import run_fmnist
 
-_SCRIPT = Path(sys.executable).parent / "fmnist"
-FMNIST = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "flows.cli"]
 SUMMARY = re.compile(
     r"^dataset version (?P<version>[0-9a-f]{16}) \((?P<state>published|already published, nothing written)\): "
     r"train 60,000 rows, test 10,000 rows, 7 shards, (?P<mb>[0-9.]+) MB in (?P<store>\S+)$"
 )
-
-
-def fmnist_prepare(args: list[str], prefect_api: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
-    return subprocess.run(
-        [*FMNIST, "prepare", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300
-    )
 
 
 def summary(result: subprocess.CompletedProcess) -> re.Match:
@@ -38,7 +27,8 @@ def summary(result: subprocess.CompletedProcess) -> re.Match:
 
 def test_prepare_into_a_folder_then_again(tmp_path, prefect_api) -> None:
     store_dir = tmp_path / "artifacts"
-    first = summary(fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path))
+    first = summary(run_fmnist(["fmnist", "prepare", "--store", str(store_dir)], tmp_path,
+                               {"PREFECT_API_URL": prefect_api}, timeout=300))
     assert first["state"] == "published" and first["store"] == str(store_dir)
     assert 25 < float(first["mb"]) < 40
 
@@ -48,14 +38,16 @@ def test_prepare_into_a_folder_then_again(tmp_path, prefect_api) -> None:
     assert {split: info["rows"] for split, info in manifest["splits"].items()} == {"train": 60_000, "test": 10_000}
     stamps = {p: p.stat().st_mtime_ns for p in store_dir.rglob("*") if p.is_file()}
 
-    second = summary(fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path))
+    second = summary(run_fmnist(["fmnist", "prepare", "--store", str(store_dir)], tmp_path,
+                                {"PREFECT_API_URL": prefect_api}, timeout=300))
     assert second["state"] == "already published, nothing written" and second["version"] == first["version"]
     assert {p: p.stat().st_mtime_ns for p in store_dir.rglob("*") if p.is_file()} == stamps
 
 
 def test_prepare_into_s3(tmp_path, prefect_api, s3_server, s3_store_uri) -> None:
     # The endpoint as a flag; the key pair from the environment (the standard AWS chain).
-    first = fmnist_prepare(["--store", s3_store_uri, "--s3-endpoint", s3_server.endpoint], prefect_api, tmp_path)
+    first = run_fmnist(["fmnist", "prepare", "--store", s3_store_uri, "--s3-endpoint", s3_server.endpoint], tmp_path,
+                       {"PREFECT_API_URL": prefect_api}, timeout=300)
     match = summary(first)
     assert match["state"] == "published" and match["store"] == s3_store_uri
     store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
@@ -63,7 +55,8 @@ def test_prepare_into_s3(tmp_path, prefect_api, s3_server, s3_store_uri) -> None
     assert load_manifest(store, match["version"])["splits"]["train"]["class_counts"] == [6000] * 10
 
     # The endpoint from AWS_ENDPOINT_URL instead: the same store, nothing to do.
-    second = fmnist_prepare(["--store", s3_store_uri], prefect_api, tmp_path, env={"AWS_ENDPOINT_URL": s3_server.endpoint})
+    second = run_fmnist(["fmnist", "prepare", "--store", s3_store_uri], tmp_path,
+                        {"PREFECT_API_URL": prefect_api, "AWS_ENDPOINT_URL": s3_server.endpoint}, timeout=300)
     assert summary(second)["state"] == "already published, nothing written"
     for output in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert s3_server.secret_key not in output
@@ -102,8 +95,9 @@ def test_prepare_from_an_s3_source_uses_the_endpoint_flag(tmp_path, prefect_api,
         raw_store.put_bytes(f"raw/{path.name}", path.read_bytes())
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     store_dir = tmp_path / "artifacts"
-    result = fmnist_prepare(["--source", f"{s3_store_uri}/raw", "--s3-endpoint", s3_server.endpoint, "--store", str(store_dir)],
-                            prefect_api, tmp_path, env={"FMNIST_S3_MAX_ATTEMPTS": "2"})
+    result = run_fmnist(["fmnist", "prepare", "--source", f"{s3_store_uri}/raw", "--s3-endpoint", s3_server.endpoint,
+                         "--store", str(store_dir)], tmp_path,
+                        {"PREFECT_API_URL": prefect_api, "FMNIST_S3_MAX_ATTEMPTS": "2"}, timeout=300)
     assert summary(result)["state"] == "published"
     assert f"from {s3_store_uri}/raw/train-images-idx3-ubyte.gz" in result.stdout + result.stderr
 
@@ -113,7 +107,7 @@ def test_bad_input_exits_2_with_one_clear_line(tmp_path, prefect_api, args, expe
     args = [a.format(tmp=tmp_path) for a in args]
     if "--store" not in args:
         args += ["--store", str(store_dir)]
-    result = fmnist_prepare(args, prefect_api, tmp_path)
+    result = run_fmnist(["fmnist", "prepare", *args], tmp_path, {"PREFECT_API_URL": prefect_api}, timeout=300)
 
     assert result.returncode == 2, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
     assert result.stdout == ""
@@ -138,7 +132,8 @@ def test_a_truncated_manifest_of_the_version_to_publish_exits_2_with_one_line(tm
     store = LocalStore(store_dir)
     prefix = version_prefix(dataset_version(raw_dataset.source_sha256, 10_000))
     store.put_bytes(f"{prefix}/manifest.json", b'{"format": 1, "dataset": "fashion-mnist", "splits": {"tra')
-    result = fmnist_prepare(["--store", str(store_dir)], prefect_api, tmp_path)
+    result = run_fmnist(["fmnist", "prepare", "--store", str(store_dir)], tmp_path, {"PREFECT_API_URL": prefect_api},
+                        timeout=300)
 
     assert result.returncode == 2, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
     line = error_line(result.stderr)

@@ -1,23 +1,17 @@
-"""The nightly deployment on a real Prefect server: schedule, limit, UI form, and a run that completes."""
+"""The nightly deployment on a real Prefect server: schedule, limit, UI form, and a run that completes (bad
+settings: tests/unit/test_deployment.py; a run cancelled from the UI: tests/cli/test_deployment.py)."""
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 from prefect.runner import Runner
-from prefect.states import Cancelling
 
 from flows.deploy import nightly_deployment
 from tasks.config import PipelineConfig
-from tasks.errors import ConfigError
-from tests.trial_processes import wait_for
 
 
 def test_deployment_has_the_cron_schedule_the_limit_and_the_config_form(prefect_api, tmp_path):
@@ -38,14 +32,6 @@ def test_deployment_has_the_cron_schedule_the_limit_and_the_config_form(prefect_
     assert config_schema["preset"]["enum"] == ["full", "quick"]
     assert config_schema["gpus_per_trial"]["maximum"] == 1
     assert stored.parameters["config"]["store"] == str(tmp_path)
-
-
-@pytest.mark.parametrize("kwargs, message", [({"timezone": "Mars/Base"}, "time zone"), ({"cron": "61 * * *"}, "cron"),
-                                             ({"on_collision": "ignore"}, "on-collision")])
-def test_bad_schedule_settings_are_named(kwargs, message):
-    with pytest.raises(ConfigError) as error:
-        nightly_deployment(PipelineConfig(), **kwargs)
-    assert message in str(error.value)
 
 
 def ui_form_payload(deployment) -> dict:
@@ -107,55 +93,3 @@ def test_the_ui_forms_payload_trains_what_the_chosen_preset_says(prefect_api, tm
     assert {a.key for a in artifacts} == {table_key, "fmnist-summary"}
 
 
-@pytest.mark.slow
-def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes(prefect_api, tmp_path):
-    """`fmnist deploy` serving; a run triggered; once a trial has checkpointed, Cancel as the UI's button does
-    (the flow run set to Cancelling). The run ends Cancelled, never Crashed; its trial processes are gone; then
-    `fmnist run --resume ID` from the same folder finishes it from the checkpoints."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONUNBUFFERED": "1"}
-    name = f"cancel-{uuid.uuid4().hex[:6]}"
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "deploy", "--name", name, "--preset", "quick",
-                              "--architectures", "cnn2", "--max-epochs", "6", "--train-rows", "6000",
-                              "--test-rows", "500"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def trials_of(pid: int) -> list[str]:
-        found = subprocess.run(["ps", "-eo", "pid,ppid,sid,cmd"], capture_output=True, text=True).stdout.splitlines()
-        return [line for line in found if "ImplicitFunc" in line and f" {pid} " in line]  # same session id
-
-    async def deployment_id():
-        async with get_client() as client:
-            try:
-                return (await client.read_deployment_by_name(f"fmnist-run/{name}")).id
-            except Exception:
-                return None
-
-    async def call(method, *args, **kwargs):
-        async with get_client() as client:
-            return await getattr(client, method)(*args, **kwargs)
-
-    try:
-        found: list = []
-        wait_for(lambda: found.append(asyncio.run(deployment_id())) or found[-1] is not None, 120, "the deployment")
-        flow_run = asyncio.run(call("create_flow_run_from_deployment", found[-1]))
-        wait_for(lambda: list(tmp_path.glob("artifacts/runs/*/tune/*/checkpoint_*")), 240, "a cnn2 checkpoint")
-        asyncio.run(call("set_flow_run_state", flow_run.id, Cancelling()))
-        wait_for(lambda: asyncio.run(call("read_flow_run", flow_run.id)).state.is_final(), 90, "a final state")
-        states = [s.type.value for s in asyncio.run(call("read_flow_run_states", flow_run.id))]
-        assert states[-1] == "CANCELLED" and "CRASHED" not in states, states
-        wait_for(lambda: not trials_of(serve.pid), 60, "the cancelled run's trials to end")
-    finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait(timeout=10)
-
-    (run_folder,) = (tmp_path / "artifacts" / "runs").iterdir()
-    assert not (run_folder / "run.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--resume", run_folder.name], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    metrics = json.loads((run_folder / "cnn2" / "metrics.json").read_text())
-    assert metrics["resumed_from_epoch"] >= 1 and metrics["epochs"] == 6

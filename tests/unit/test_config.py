@@ -1,5 +1,5 @@
 """Bad configuration: every field, out of range or of the wrong type, gets one message naming it —
-through the CLI and through Prefect's parameters alike."""
+through the CLI (in-process) and, in tests/integration/test_config.py, through Prefect's parameters alike."""
 
 import pytest
 
@@ -55,16 +55,6 @@ def test_cli_exits_2_naming_the_field(field, capsys):
     assert main(["run", flag, CLI_BAD[field]]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fmnist run: error: config field") and f"'{field}" in err and "Traceback" not in err
-
-
-def test_prefect_parameters_are_checked_by_the_same_model(prefect_api):
-    from prefect.exceptions import ParameterTypeError
-
-    from flows.run import run_flow
-
-    with pytest.raises(ParameterTypeError) as error:
-        run_flow(config={"preset": "quick", "max_epochs": -1, "gpus_per_trial": 3})
-    assert "max_epochs" in str(error.value) and "gpus_per_trial" in str(error.value)
 
 
 def test_resume_of_a_run_that_does_not_exist_is_refused(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Fetching and verifying the four raw files: the real data, every bad input of design §8, the download path."""
+"""Fetching and verifying the four raw files: the real data, every bad input of design §8, the download path (an
+s3:// source: tests/integration/test_dataset.py)."""
 
 from __future__ import annotations
 
@@ -391,38 +392,6 @@ def test_unreachable_http_source(tmp_path, monkeypatch) -> None:
     assert_names(str(caught.value), f"http://127.0.0.1:{port}/fmnist/{TRAIN_IMAGES.filename}.gz", "download failed after 2 attempts", "FASHION_MNIST_DIR")
 
 
-# --- an s3:// source -----------------------------------------------------------------------------
-
-
-def test_s3_source(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
-    from tasks.data.store import open_store
-
-    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
-    for name, data in real_gz.items():
-        store.put_bytes(name, data)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
-    messages: list[str] = []
-    got = fetch_dataset(s3_store_uri, progress=messages.append)
-    assert got.source_sha256 == {key: raw.sha256 for key, raw in RAW_FILES.items()}
-    assert f"{s3_store_uri}/{TRAIN_IMAGES.filename}.gz" in messages[0]
-
-    store.delete(f"{TEST_LABELS.filename}.gz")
-    with pytest.raises(DatasetError, match=f"expected {TEST_LABELS.filename}.gz"):
-        fetch_dataset(s3_store_uri)
-
-
-def test_s3_source_uses_the_explicit_endpoint(s3_server, s3_store_uri, real_gz, monkeypatch) -> None:
-    """--s3-endpoint reaches the s3:// source: no AWS_ENDPOINT_URL to fall back on (issue 9, §6.1)."""
-    from tasks.data.store import open_store
-
-    store = open_store(s3_store_uri, s3_endpoint=s3_server.endpoint)
-    for name, data in real_gz.items():
-        store.put_bytes(name, data)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    got = fetch_dataset(s3_store_uri, s3_endpoint=s3_server.endpoint)
-    assert got.source_sha256 == {key: raw.sha256 for key, raw in RAW_FILES.items()}
-
-
 # --- size caps: a gzip bomb or an oversized download fails fast, with bounded memory --------------
 
 
@@ -458,7 +427,7 @@ def test_gzip_bomb_in_a_folder_fails_fast_with_bounded_memory(tmp_path, fashion_
     name = f"{TEST_LABELS.filename}.gz"
     folder = make_source(tmp_path / "bomb", fashion_dir, test_labels=gzip_of_zeros(200))
     done = subprocess.run([sys.executable, "-c", BOMB_CHECK, str(folder)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(Path(dataset.__file__).parent.parent)})
+                          env={**os.environ, "PYTHONPATH": str(Path(dataset.__file__).parents[2])})
     assert done.returncode == 0, done.stderr
     message, seconds, grown = done.stdout.strip().splitlines()
     assert_names(message, folder / name, f"expected {TEST_LABELS.size:,} bytes", "larger", "--source")
