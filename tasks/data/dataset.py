@@ -15,21 +15,19 @@ import gzip
 import hashlib
 import http.client
 import io
-import os
 import struct
 import time
 import urllib.error
 import urllib.request
-import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import numpy as np
 
 from tasks.errors import ChecksumError, DatasetError, IdxFormatError
+from tasks.progress import Progress, no_progress
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 UPSTREAM_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
@@ -80,26 +78,24 @@ class RawDataset:
     source_sha256: dict[str, str]  # decompressed content hash per file key
 
 
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
 def resolve_source(explicit: str | None = None) -> str:
     """The first source that applies: explicit, $FASHION_MNIST_DIR, Debian's folder, upstream."""
     if explicit:
         return explicit
-    if os.environ.get("FASHION_MNIST_DIR"):
-        return os.environ["FASHION_MNIST_DIR"]
+    from tasks.settings import current_settings  # here: the GPU check imports this module where pydantic is absent
+
+    from_environment = current_settings().fashion_mnist_dir
+    if from_environment:
+        return from_environment
     if Path(DEBIAN_DIR).is_dir():
         return DEBIAN_DIR
     return UPSTREAM_URL
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FMNIST_CACHE_DIR", Path.home() / ".cache" / "fmnist-pipeline"))
+    from tasks.settings import current_settings
+
+    return current_settings().cache_dir
 
 
 # --- reading one file from each kind of source ---------------------------------------------
@@ -178,10 +174,9 @@ def _fetch_http(base_url: str, raw: RawFile) -> VerifiedFile:
             cached.unlink()  # a damaged cache entry is downloaded again, never reused
     data = _download(url, raw)
     result = verified_file(url, data, raw)  # raises before anything reaches the cache
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    temp = cached.with_name(f".{cached.name}.tmp-{uuid.uuid4().hex}")
-    temp.write_bytes(data)
-    os.replace(temp, cached)
+    from tasks.data.store import write_atomically
+
+    write_atomically(cached, data)
     return result
 
 
@@ -305,7 +300,7 @@ def verified_file(where: str, data: bytes, raw: RawFile) -> VerifiedFile:
     return VerifiedFile(where, array, _verify(where, raw, content), len(content))
 
 
-def fetch_dataset(source: str | None = None, progress: Progress = _quiet, s3_endpoint: str | None = None) -> RawDataset:
+def fetch_dataset(source: str | None = None, progress: Progress = no_progress, s3_endpoint: str | None = None) -> RawDataset:
     """Read, decompress, parse and verify the four files; nothing is written anywhere but the download cache.
     `s3_endpoint` (--s3-endpoint) is the S3-compatible server of an s3:// source."""
     resolved = resolve_source(source)

@@ -27,6 +27,28 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 
+def temp_file_beside(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, flushed to disk (fsync) before the caller renames or links it
+    into place, so that after a crash `path` holds the whole of it or nothing. The one place that fsyncs; a failed
+    write leaves nothing behind and raises its OSError."""
+    temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace the file at `path` by `data`, atomically: a reader sees the old content or the new, never a part."""
+    os.replace(temp_file_beside(path, data), path)
+
+
 class MissingKey(StoreError):
     """The key does not exist in the store."""
 
@@ -130,24 +152,17 @@ class LocalStore(Store):
     def _write_temp(self, path: Path, data: bytes) -> Path:
         """`data` in a temporary file beside `path`; a failed write (disk full, no permission) leaves nothing
         behind and is a StoreError naming the folder, not an OSError from deep inside a stage."""
-        temp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            return temp_file_beside(path, data)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
             hint = ("no space for it there (the disk is full, or a quota or size limit): free space or choose "
                     "another --store" if exc.errno in NO_SPACE_ERRNOS
                     else "check the folder's permissions or choose another --store")
             raise StoreError(f"writing {path}: {exc.strerror or exc} ({len(data):,} bytes); {hint}") from None
-        return temp
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        os.replace(self._write_temp(path, data), path)
+        os.replace(self._write_temp(path, data), path)  # write_atomically, with the StoreError of _write_temp
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -238,12 +253,15 @@ class S3Store(Store):
         import boto3
         from botocore.config import Config
 
+        from tasks.settings import current_settings
+
+        settings = current_settings()
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.endpoint = endpoint or settings.aws_endpoint_url
         self.uri = f"s3://{bucket}" + (f"/{self.prefix}" if self.prefix else "")
         # Credentials come from the standard AWS chain (env, profile, instance role), never from our config.
         config = Config(
-            retries={"max_attempts": int(os.environ.get("FMNIST_S3_MAX_ATTEMPTS", "8")), "mode": "standard"},
+            retries={"max_attempts": settings.s3_max_attempts, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
             # Some S3-compatible servers reject or store boto3's default CRC checksums (boto/boto3#4392).
@@ -389,7 +407,10 @@ class S3Store(Store):
         options: dict[str, object] = {}
         if self.endpoint:
             parsed = urlparse(self.endpoint)
-            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https", region="us-east-1")
+            # The region boto3 signs with (the AWS chain's: AWS_REGION, the profile's, else us-east-1, which
+            # S3-compatible servers such as SeaweedFS and MinIO accept): given, pyarrow does not look it up itself.
+            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https",
+                           region=self.client.meta.region_name or "us-east-1")
         base = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         return pyarrow.fs.S3FileSystem(**options), base
 

@@ -16,6 +16,7 @@ from tasks.runs.champion import Decision, decisions_json, decisions_markdown
 from tasks.errors import ChampionFileError
 from tasks.runs.plots import samples_png
 from tasks.runs.run import Run
+from tasks.settings import current_settings, without_credentials
 from tasks.data.shards import CLASS_NAMES, load_split
 
 LIBRARIES = ("tensorflow", "keras", "ray", "prefect", "pyarrow", "boto3", "numpy", "pydantic")
@@ -90,8 +91,10 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def run_record(run: Run, ended: float, status: str) -> dict[str, Any]:
-    """What ran, on what, with what: enough to reproduce the run. The config holds no secrets."""
+def run_record(run: Run, ended: float) -> dict[str, Any]:
+    """run.json: what ran, on what, with what, enough to reproduce the run. Written once, when the run finished (its
+    presence is what marks a finished run), so its status is always 'completed'. Neither the config nor the
+    settings hold a secret (AWS keys come from the AWS chain and are not settings)."""
     versions = {}
     for name in LIBRARIES:
         try:
@@ -100,10 +103,13 @@ def run_record(run: Run, ended: float, status: str) -> dict[str, Any]:
             versions[name] = None
     return {
         "run_id": run.run_id,
-        "status": status,
+        "status": "completed",
         "resumed": run.resumed,
         "protocol": run.config.protocol(),
         "config": run.config.model_dump(mode="json"),  # resolved: the preset's values filled in, the store absolute
+        # The endpoint the store was opened with: --s3-endpoint, else AWS_ENDPOINT_URL (None: AWS, or a local store).
+        "s3_endpoint": without_credentials(getattr(run.store, "endpoint", None)),
+        "settings": current_settings().recorded(),  # the environment variables the run read (tasks/settings.py)
         "dataset_version": run.dataset_version,
         "code_version": code_version(),
         "libraries": versions,

@@ -8,7 +8,6 @@ message if the cluster is autoscaling"): both are checked here first, each with 
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import threading
@@ -20,8 +19,8 @@ from typing import Callable
 
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError, PipelineError
-
-Progress = Callable[[str], None]
+from tasks.settings import current_settings, variable
+from tasks.progress import Progress
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
 # env_vars show in the Ray dashboard and logs (ray-project/ray#28276).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
@@ -29,8 +28,7 @@ WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::Deprecatio
 
 # Ray's own clients never give up on an address where nothing answers (the GCS client retries "Failed to connect
 # to GCS" forever and the process ignores Ctrl-C), so reachability is checked here first, with a deadline.
-CONNECT_TIMEOUT_ENV = "FMNIST_RAY_CONNECT_TIMEOUT_S"
-CONNECT_TIMEOUT_DEFAULT_S = 30.0
+CONNECT_TIMEOUT_ENV = variable("ray_connect_timeout_s")
 RAY_CLIENT_DEFAULT_PORT = 10001  # `ray start --head`'s --ray-client-server-port
 
 
@@ -48,19 +46,6 @@ class RayEndpoint:
     advice: str  # what to change when nothing answers
 
 
-def _seconds_from_env(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ConfigError(f"environment variable {name}: expected a number of seconds above 0, found {raw!r}")
-    return value
-
-
 def _host_port(address: str, default_port: int | None) -> tuple[str, int] | None:
     """'host:port', '[v6]:port' or (with a default port) 'host'; None when it is none of these."""
     host, sep, port = address.rpartition(":")
@@ -76,7 +61,7 @@ def ray_endpoint(address: str | None) -> RayEndpoint | None:
     from tasks.tune.ray_compat import canonical_bootstrap_address, recorded_ray_address_file
 
     flag_advice = "check --ray-address / RAY_ADDRESS, or leave it empty for a local Ray"
-    target = address or os.environ.get("RAY_ADDRESS") or None
+    target = address or current_settings().ray_address
     if target and "://" in target:
         scheme, _, rest = target.partition("://")
         parsed = _host_port(rest.split("/")[0], RAY_CLIENT_DEFAULT_PORT) if scheme == "ray" else None
@@ -124,7 +109,7 @@ def check_ray_reachable(address: str | None, timeout_s: float | None = None) -> 
     endpoint = ray_endpoint(address)
     if endpoint is None:
         return
-    timeout_s = timeout_s or _seconds_from_env(CONNECT_TIMEOUT_ENV, CONNECT_TIMEOUT_DEFAULT_S)
+    timeout_s = timeout_s or current_settings().ray_connect_timeout_s
     deadline = time.monotonic() + timeout_s
     while (error := _tcp_answers(endpoint.host, endpoint.port, min(5.0, max(0.1, deadline - time.monotonic())))):
         if time.monotonic() >= deadline:
@@ -143,7 +128,7 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     check_ray_reachable(address)
-    target = address or os.environ.get("RAY_ADDRESS") or None
+    target = address or current_settings().ray_address
     with sigterm_handler_kept():
         try:
             ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
@@ -186,8 +171,7 @@ def check_store_reaches_every_node(store_uri: str) -> None:
 
 # A trial Ray can never place waits forever ("Ignore this message if the cluster is autoscaling"). A trial runs on
 # ONE node, so the request is compared with each node, never with the cluster's sum.
-PLACEMENT_TIMEOUT_ENV = "FMNIST_PLACEMENT_TIMEOUT_S"
-PLACEMENT_TIMEOUT_DEFAULT_S = 600.0
+PLACEMENT_TIMEOUT_ENV = variable("placement_timeout_s")
 PLACEMENT_POLL_S = 2.0
 
 
@@ -295,7 +279,7 @@ def check_trials_fit(config: PipelineConfig, progress: Progress = lambda _: None
         return
     if not may_autoscale(cpus, gpus):
         raise PlacementError(reason)
-    timeout_s = _seconds_from_env(PLACEMENT_TIMEOUT_ENV, PLACEMENT_TIMEOUT_DEFAULT_S)
+    timeout_s = current_settings().placement_timeout_s
     reason = _wait_for_a_node_that_fits(cpus, gpus, timeout_s, progress)
     if reason is not None:
         raise PlacementError(f"{reason} (none joined within {timeout_s:g} s of asking the autoscaler; "

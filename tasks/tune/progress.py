@@ -41,11 +41,9 @@ from enum import Enum
 from typing import IO, Any, Callable, Iterator
 
 from tasks.model.spec import TrialSpec
+from tasks.settings import current_settings
+from tasks.progress import Progress as Log  # where the plain lines go
 
-Log = Callable[[str], None]
-
-# FMNIST_PROGRESS=plain keeps plain lines on a terminal too (screen readers, terminal multiplexers' logs).
-MODE_ENV = "FMNIST_PROGRESS"
 REFRESH_PER_SECOND = 2  # the elapsed time ticks; results arrive at most once an epoch
 
 
@@ -230,7 +228,8 @@ _run_started: float | None = None
 
 
 def live_progress_enabled() -> bool:
-    if not _live_wanted or os.environ.get(MODE_ENV, "").strip().lower() == "plain":
+    # FMNIST_PROGRESS=plain keeps plain lines on a terminal too (screen readers, terminal multiplexers' logs).
+    if not _live_wanted or current_settings().progress == "plain":
         return False
     return all(_is_terminal(stream) for stream in (sys.stdout, sys.stderr)) and \
         os.environ.get("TERM", "") not in ("dumb", "unknown")

@@ -27,11 +27,11 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from tasks.data.store import Store
+from tasks.progress import Progress
 
-Progress = Callable[[str], None]
 CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
 STATE_FILE_PREFIX = "experiment_state-"
 
