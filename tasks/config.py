@@ -6,6 +6,7 @@ built from it) and Ray trials receive `config.model_dump()`.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.model.architectures import ARCHITECTURES, REPORT_ARCHITECTURES
 from tasks.errors import ConfigError
-from tasks.model.recipes import parse_recipe
+from tasks.model.recipes import REPORT_BATCH_SIZE, BatchSize, Epochs, parse_recipe
+from tasks.records import describe, path_of
 
 # Every registered architecture can be named; the report's five are the default.
 ArchitectureName = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
@@ -41,6 +43,9 @@ PROTOCOL_FIELDS: tuple[str, ...] = ("preset", "source", "rows_per_shard", "archi
 
 COMPARABILITY_FIELDS: tuple[str, ...] = ("batch_size", "patience", "seed")
 
+# The embedded default store: a folder beside where the command runs (made absolute when a config is built).
+DEFAULT_STORE = "./artifacts"
+
 _RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # http(s)://host[:port][/path], with no user:password@ part (credentials never go into a config).
 _ENDPOINT_PATTERN = r"^https?://[^/\s@]+(/[^\s@]*)?$"
@@ -58,7 +63,7 @@ class PipelineConfig(BaseModel):
         "full", description="Named protocol: 'full' (the report: all rows, up to 100 epochs) or 'quick' (3,000 train "
                             "rows, 1,000 test rows, 2 epochs). Fills max_epochs, train_rows and test_rows when empty.")
     store: str = Field(
-        "./artifacts", min_length=1, pattern=_NO_CREDENTIALS_PATTERN, validate_default=True,
+        DEFAULT_STORE, min_length=1, pattern=_NO_CREDENTIALS_PATTERN, validate_default=True,
         description="Object store: a folder, file:///path, or s3://bucket/prefix. A relative folder is resolved "
                     "against the working folder of the process that starts the run.")
     s3_endpoint: str | None = Field(
@@ -80,10 +85,12 @@ class PipelineConfig(BaseModel):
     recipes: dict[str, dict] | None = Field(
         None, description="Filled in when a run begins with recipe 'best' (the recipes it trains with, kept for "
                           "--resume); leave empty.")
-    max_epochs: int | None = Field(
-        None, ge=1, le=10_000,
+    max_epochs: Epochs | None = Field(
+        None,
         description="Upper bound on epochs; early stopping may end sooner (empty: the preset's, full 100, quick 2).")
-    batch_size: int = Field(128, ge=1, le=65_536, description="Training batch size (the report: 128).")
+    # The bounds of a recipe's batch (tasks.model.recipes.BatchSize): a run is refused before it is claimed, not
+    # claimed and then failed in every trial.
+    batch_size: BatchSize = Field(REPORT_BATCH_SIZE, description="Training batch size (the report: 128).")
     patience: int = Field(10, ge=0, le=10_000,
                           description="EarlyStopping(monitor='val_accuracy') patience in epochs (the report: 10).")
     train_rows: int | None = Field(
@@ -225,13 +232,14 @@ def absolute_store_uri(uri: str) -> str:
     return uri
 
 
+def config_field(loc: tuple[str | int, ...]) -> str:
+    """How a config's validation error names its place: config field 'architectures[0]'."""
+    return f"config field '{path_of(loc)}'" if loc else "config"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per bad field: its name, what was wrong, and the value found."""
-    lines = []
-    for error in exc.errors():
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".") or "config"
-        lines.append(f"config field '{field}': {error['msg']} (found {error.get('input')!r})")
-    return "\n".join(lines)
+    return describe(exc, name=config_field, sep="\n")
 
 
 def build_config(**values: Any) -> PipelineConfig:
@@ -306,3 +314,34 @@ def build_search_config(**values: Any) -> SearchConfig:
         return SearchConfig(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+# --- config.json: the config a run stored when it was claimed, and the kind of run it is ---------------------------
+
+RunKind = Literal["run", "search"]
+CONFIG_MODELS: dict[str, type[PipelineConfig]] = {"run": PipelineConfig, "search": SearchConfig}
+
+
+def kind_of(config: PipelineConfig) -> RunKind:
+    """'search' for a config of `fmnist search`, 'run' for one of `fmnist run`."""
+    return "search" if isinstance(config, SearchConfig) else "run"
+
+
+def config_record(config: PipelineConfig) -> bytes:
+    """What runs/<id>/config.json holds: the config, with its `kind` ('run' or 'search') named first."""
+    return json.dumps({"kind": kind_of(config), **config.model_dump(mode="json")}, indent=2).encode()
+
+
+def stored_kind(values: dict[str, Any]) -> RunKind | None:
+    """The kind a stored config names; for one stored before configs named it, the kind whose model validates it
+    (a search's has the search's fields, which a run's config refuses); None when neither does."""
+    if values.get("kind") in CONFIG_MODELS:
+        return values["kind"]
+    fields = {k: v for k, v in values.items() if v is not None and k != "kind"}
+    for kind, model in CONFIG_MODELS.items():
+        try:
+            model.model_validate(fields)
+            return kind  # type: ignore[return-value]
+        except ValidationError:
+            continue
+    return None

@@ -1,14 +1,26 @@
-"""The pipeline's own JSON files (the champion pointer, a dataset manifest), read with a diagnosis in words.
+"""The pipeline's own stored JSON records, read with a diagnosis in words, and the one formatter of validation errors.
 
-A damaged file must not surface as a bare JSONDecodeError or KeyError after a night's training: these helpers
-say what is wrong and where (not JSON at byte N, a list where an object belongs, a key missing), and leave the
-file's name and the repair to the reader, which knows both.
+Each record (a dataset manifest, the champion pointer, a best recipe, a run's config, a run's lease) is a pydantic
+model in the module that owns it. `read_record` reads one from the bytes the store returned: a damaged file must not
+surface as a bare JSONDecodeError, KeyError or ValidationError after a night's training, so it says what is wrong
+and where (not JSON at byte N, a list where an object belongs, a key missing) in one line, and the caller's error
+names the file and the repair, which the caller knows. `describe` is the only place that turns a pydantic
+ValidationError into words: the config's and the recipe's messages use it too.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from tasks.errors import PipelineError
+
+M = TypeVar("M", bound=BaseModel)
+# Names the place a validation error points at (pydantic's `loc`), as a user would say it: "'splits'",
+# "entry 'cnn2'", "config field 'batch_size'"; "" for the document itself.
+Naming = Callable[[tuple[str | int, ...]], str]
 
 
 class JsonProblem(ValueError):
@@ -54,22 +66,54 @@ def parse_object(data: bytes) -> dict[str, Any]:
     return value
 
 
-def require(obj: dict[str, Any], key: str, expected: str, where: str = "") -> Any:
-    """obj[key] when present and of the expected kind ("an integer", "a string", "a number", "an object",
-    "a list"); else a JsonProblem naming where it is ("entry 'cnn2' lacks 'test_accuracy'")."""
-    owner = f"{where} " if where else ""
-    if key not in obj:
-        raise JsonProblem(f"{owner}lacks '{key}'")
-    value = obj[key]
-    found = kind_of(value)
-    if found != expected and not (expected == "a number" and found == "an integer"):
-        raise JsonProblem(f"{owner}'{key}' is {found}, expected {expected}")
-    return value
+def path_of(loc: tuple[str | int, ...]) -> str:
+    """pydantic's loc as a path a user would type: architectures[0], splits.train."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def require_keys(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
-    """Every key present (any value, null included); else one JsonProblem listing the missing ones."""
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise JsonProblem(f"{where} lacks {', '.join(repr(k) for k in missing)}")
+def quoted(loc: tuple[str | int, ...]) -> str:
+    """The default Naming: the path in quotes ('splits.train'), nothing for the document itself."""
+    return f"'{path_of(loc)}'" if loc else ""
 
+
+# pydantic's type errors, as the kind of JSON value that was expected.
+_EXPECTED_KIND = {"int_type": "an integer", "float_type": "a number", "string_type": "a string",
+                  "bool_type": "a boolean", "dict_type": "an object", "model_type": "an object",
+                  "model_attributes_type": "an object", "list_type": "a list", "none_required": "null"}
+
+
+def _problem(error: Any, name: Naming) -> str:
+    loc, kind = tuple(error["loc"]), error["type"]
+    if kind == "missing" and loc:
+        return f"{name(loc[:-1])} lacks '{loc[-1]}'".lstrip()
+    if kind in _EXPECTED_KIND:
+        if not loc:
+            return f"expected {_EXPECTED_KIND[kind]}, found {kind_of(error['input'])}"
+        return f"{name(loc)} is {kind_of(error['input'])}, expected {_EXPECTED_KIND[kind]}"
+    if kind == "value_error" and not loc:  # a model's own check across fields: its message is the whole story
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    return f"{name(loc)}: {error['msg']} (found {error.get('input')!r})"
+
+
+def describe(exc: ValidationError, name: Naming = quoted, sep: str = "; ") -> str:
+    """The one formatter of validation errors: per problem, where (by `name`), what was expected, what was found
+    ("'revision' is a string, expected an integer", "entry 'cnn2' lacks 'test_accuracy'",
+    "config field 'batch_size': Input should be greater than or equal to 8 (found 4)"); `sep` between them."""
+    return sep.join(dict.fromkeys(_problem(error, name) for error in exc.errors(include_url=False)))
+
+
+def validate(model: type[M], value: Any, name: Naming = quoted) -> M:
+    """`value` as a `model`, or a JsonProblem of one line saying what is off."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise JsonProblem(describe(exc, name)) from None
+
+
+def read_record(model: type[M], data: bytes, error: Callable[[str], PipelineError], name: Naming = quoted) -> M:
+    """The record these bytes hold, or error(problem): the caller's one-line error, naming the file and the repair,
+    around what is wrong (not JSON at byte N, cut short, a key missing, a value of the wrong kind or out of range)."""
+    try:
+        return validate(model, parse_object(data), name)
+    except JsonProblem as exc:
+        raise error(str(exc)) from None

@@ -16,18 +16,19 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlparse, urlunparse
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.data.dataset import RawDataset
 from tasks.errors import DatasetError, DatasetVersionNotFound
-from tasks.records import JsonProblem, parse_object, require
+from tasks.records import quoted, read_record
 from tasks.data.store import MissingKey, Store
 from tasks.keys import DATASET_PREFIX, version_prefix
+from tasks.progress import Progress, no_progress
 
 SHARD_FORMAT = 1
 PIXELS = 28 * 28
@@ -39,8 +40,6 @@ SCHEMA = pa.schema(
     ]
 )
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ def _put_shard(store: Store, key: str, data: bytes, images: np.ndarray, labels: 
     return existing
 
 
-def publish_dataset(raw: RawDataset, store: Store, rows_per_shard: int = 10_000, progress: Progress = lambda _: None) -> PrepareResult:
+def publish_dataset(raw: RawDataset, store: Store, rows_per_shard: int = 10_000, progress: Progress = no_progress) -> PrepareResult:
     """Write the shards, then the manifest last; a no-op when this version is already published."""
     version = dataset_version(raw.source_sha256, rows_per_shard)
     prefix = version_prefix(version)
@@ -155,9 +154,8 @@ def publish_dataset(raw: RawDataset, store: Store, rows_per_shard: int = 10_000,
             "shards": shards,
         }
 
-    missing = [s["key"] for info in splits.values() for s in info["shards"] if not store.exists(s["key"])]
-    if missing:
-        raise DatasetError(f"store {store.uri}: shards {missing} vanished after writing; manifest not published, run prepare again")
+    # Every shard is there: written by us (put_if_absent succeeded) or read back whole just now (_put_shard); both
+    # stores read their own writes, so no second look before the manifest.
     manifest = {
         "format": SHARD_FORMAT,
         "dataset": "fashion-mnist",
@@ -181,30 +179,49 @@ def list_versions(store: Store) -> list[str]:
     return sorted({k.split("/")[2] for k in store.list_keys(DATASET_PREFIX + "/") if k.endswith("/manifest.json")})
 
 
-def _check_shard(shard: object, where: str) -> None:
-    if not isinstance(shard, dict):
-        raise JsonProblem(f"{where} is not an object")
-    require(shard, "key", "a string", where)
-    require(shard, "rows", "an integer", where)
-    require(shard, "bytes", "an integer", where)
-    digest = require(shard, "sha256", "a string", where)
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise JsonProblem(f"{where}'s sha256 {digest!r} is not 64 hex digits")
+class ShardEntry(BaseModel):
+    """One shard as the manifest lists it: every read of it is checked against its size and hash."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    key: str
+    rows: int
+    bytes: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the shard's bytes, 64 hex digits.")
 
 
-def check_manifest(manifest: dict) -> dict:
-    """The manifest if it has what the readers use (both splits, their rows, every shard's key, size and hash),
-    else a JsonProblem: a shard without its hash must not be read unchecked, nor fail later as a KeyError."""
-    splits = require(manifest, "splits", "an object")
-    for split in ("train", "test"):
-        info = require(splits, split, "an object", "'splits'")
-        require(info, "rows", "an integer", f"split {split!r}")
-        shards = require(info, "shards", "a list", f"split {split!r}")
-        if not shards:
-            raise JsonProblem(f"split {split!r} lists no shards")
-        for i, shard in enumerate(shards):
-            _check_shard(shard, f"split {split!r} shard {i}")
-    return manifest
+class SplitEntry(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    rows: int
+    shards: list[ShardEntry] = Field(min_length=1)
+
+
+class Splits(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    train: SplitEntry
+    test: SplitEntry
+
+
+class Manifest(BaseModel):
+    """manifest.json, as far as the readers use it (both splits, their rows, every shard's key, size and hash): a
+    shard without its hash must not be read unchecked, nor fail later as a KeyError. Its other keys (source hashes,
+    class counts, schema) are kept as they are."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    splits: Splits
+
+
+def _manifest_naming(loc: tuple[str | int, ...]) -> str:
+    """'splits', split 'train', split 'train' shard 0 'sha256': the manifest's places, as its errors say them."""
+    if len(loc) >= 2 and loc[0] == "splits":
+        split, rest = f"split {loc[1]!r}", loc[2:]
+        if len(rest) >= 2 and rest[0] == "shards" and isinstance(rest[1], int):
+            split, rest = f"{split} shard {rest[1]}", rest[2:]
+        return f"{split} {quoted(rest)}".rstrip()
+    return quoted(loc)
 
 
 def load_manifest(store: Store, version: str) -> dict:
@@ -217,14 +234,11 @@ def load_manifest(store: Store, version: str) -> dict:
             f"dataset version {version!r} not found in {store.uri} (no {key}); "
             f"versions there: {known or 'none'}; run `fmnist prepare --store {store.uri}` first"
         ) from None
-    try:
-        return check_manifest(parse_object(data))
-    except JsonProblem as exc:
-        # Written once and never replaced (put_if_absent): a damaged one stays damaged until removed with its shards.
-        raise DatasetError(
-            f"{store.url_for(key)}: the manifest of dataset version {version} is damaged: {exc}; delete "
-            f"{store.url_for(version_prefix(version))}/ and run `fmnist prepare --store {store.uri}` again"
-        ) from None
+    # Written once and never replaced (put_if_absent): a damaged one stays damaged until removed with its shards.
+    return read_record(Manifest, data, name=_manifest_naming, error=lambda problem: DatasetError(
+        f"{store.url_for(key)}: the manifest of dataset version {version} is damaged: {problem}; delete "
+        f"{store.url_for(version_prefix(version))}/ and run `fmnist prepare --store {store.uri}` again"
+    )).model_dump(mode="json")
 
 
 def load_split(store: Store, version: str, split: str, rows: int | None = None,

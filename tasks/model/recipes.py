@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.model.architectures import ARCHITECTURES
 from tasks.errors import ConfigError, StoreError
 from tasks.keys import recipe_key
+from tasks.records import JsonProblem, path_of, quoted, read_record, validate
 
 if TYPE_CHECKING:  # only for annotations: the GPU check imports this module where pyarrow and boto3 are absent
     from tasks.data.store import Store
@@ -25,6 +26,13 @@ if TYPE_CHECKING:  # only for annotations: the GPU check imports this module whe
 Optimizer = Literal["adam", "adamw"]
 Schedule = Literal["constant", "cosine", "one_cycle"]
 Augmentation = Literal["none", "shift", "shift_flip"]
+
+# The bounds of a batch and of an epoch budget, written once: the run's config (tasks.config) takes them from here,
+# so a --batch-size no recipe can train with is refused before a run is claimed.
+BatchSize = Annotated[int, Field(ge=8, le=8192)]
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
+REPORT_BATCH_SIZE = 128  # the report's protocol
+REPORT_MAX_EPOCHS = 100
 
 ONE_CYCLE_WARMUP = 0.3  # fraction of the steps spent rising to the peak rate (Smith's one-cycle: ~0.3)
 ONE_CYCLE_START = 25.0  # the rate starts at peak / 25, as in PyTorch's OneCycleLR default
@@ -36,7 +44,7 @@ class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     learning_rate: float = Field(0.001, gt=0, le=1, description="Peak learning rate (Adam's default 0.001).")
-    batch_size: int = Field(128, ge=8, le=8192, description="Training batch size (the report: 128).")
+    batch_size: BatchSize = Field(REPORT_BATCH_SIZE, description="Training batch size (the report: 128).")
     optimizer: Optimizer = Field("adam", description="'adam' (the report), or 'adamw' (decoupled weight decay).")
     weight_decay: float = Field(0.0, ge=0, le=0.5, description="AdamW's weight decay (0 with 'adam').")
     schedule: Schedule = Field("constant", description="'constant' (the report), 'cosine' decay to 0 over the "
@@ -46,7 +54,7 @@ class Recipe(BaseModel):
                                                            "pixels) or 'shift_flip' (and horizontal flips).")
     dropout: float | None = Field(None, ge=0, lt=1, description="Rate of every Dropout layer (empty: the "
                                                                 "architecture's, 0.4 in the report).")
-    epochs: int = Field(100, ge=1, le=10_000, description="Epoch budget (early stopping may end sooner).")
+    epochs: Epochs = Field(REPORT_MAX_EPOCHS, description="Epoch budget (early stopping may end sooner).")
 
     @model_validator(mode="after")
     def _weight_decay_needs_adamw(self) -> "Recipe":
@@ -68,14 +76,12 @@ class Recipe(BaseModel):
 def parse_recipe(values: Any, where: str) -> Recipe:
     """A Recipe from a dict, or ConfigError naming `where`, each bad field, what it expects and what it found."""
     try:
-        return Recipe.model_validate(values)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'recipe'}: {e['msg']} (found {e.get('input')!r})"
-                             for e in exc.errors())
-        raise ConfigError(f"{where}: not a valid recipe: {problems}") from None
+        return validate(Recipe, values, name=path_of)
+    except JsonProblem as exc:
+        raise ConfigError(f"{where}: not a valid recipe: {exc}") from None
 
 
-def report_recipe(batch_size: int = 128, epochs: int = 100) -> Recipe:
+def report_recipe(batch_size: int = REPORT_BATCH_SIZE, epochs: int = REPORT_MAX_EPOCHS) -> Recipe:
     """The report's protocol as a recipe (with the run's batch size and epoch bound)."""
     return Recipe(batch_size=batch_size, epochs=epochs)
 
@@ -158,21 +164,35 @@ def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
 
 # --- the best recipes, kept in the store ---------------------------------------------------------------------------
 
-def read_best(store: "Store", preset: str, architecture: str) -> dict | None:
-    """The stored record ({'recipe', 'val_accuracy_mean', 'test_accuracy_mean', 'run_id', …}) or None."""
-    data, _ = store.read_versioned(recipe_key(preset, architecture))
-    if data is None:
-        return None
-    where = store.url_for(recipe_key(preset, architecture))
-    try:
-        record = json.loads(data)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: not JSON ({exc}); delete it, and the next `fmnist search` stores a new one") from None
-    if not isinstance(record, dict) or "recipe" not in record:
-        raise ConfigError(f"{where}: expected an object with a 'recipe', found {type(record).__name__}; delete it, and "
-                          "the next `fmnist search` stores a new one")
-    parse_recipe(record["recipe"], where)
-    return record
+class BestRecipe(BaseModel):
+    """recipes/<preset>/<architecture>.json: the best recipe `fmnist search` found for an architecture, with the
+    numbers it was chosen on (written by keep_if_better; other keys the search adds are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    recipe: Recipe
+    val_accuracy_mean: float | None = Field(None, description="Mean validation accuracy of its seeds: what it is "
+                                                              "ranked on (never the test accuracy).")
+    test_accuracy_mean: float | None = None
+    run_id: str | None = Field(None, description="The search run that found it.")
+
+
+def _best_recipe_naming(loc: tuple[str | int, ...]) -> str:
+    """A recipe's fields by their own names (as parse_recipe says them), the record's others in quotes."""
+    return path_of(loc[1:]) if loc[:1] == ("recipe",) and len(loc) > 1 else quoted(loc)
+
+
+def _parse_best(store: "Store", key: str, data: bytes) -> BestRecipe:
+    return read_record(BestRecipe, data, name=_best_recipe_naming, error=lambda problem: ConfigError(
+        f"{store.url_for(key)}: not a valid recipe: {problem}; delete it, and the next `fmnist search` stores a new "
+        "one"))
+
+
+def read_best(store: "Store", preset: str, architecture: str) -> BestRecipe | None:
+    """The stored record of the architecture's best recipe, or None; ConfigError naming the file if it is damaged."""
+    key = recipe_key(preset, architecture)
+    data, _ = store.read_versioned(key)
+    return None if data is None else _parse_best(store, key, data)
 
 
 def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[str, dict]:
@@ -183,7 +203,7 @@ def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[
         raise ConfigError(f"--recipe best: no stored recipe for {', '.join(missing)} in "
                           f"{store.url_for(f'recipes/{preset}')} (preset '{preset}'); run `fmnist search --preset "
                           f"{preset} --architectures {','.join(missing)}` first, or use --recipe report")
-    return {arch: record["recipe"] for arch, record in found.items() if record is not None}
+    return {arch: record.recipe.model_dump() for arch, record in found.items() if record is not None}
 
 
 def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:
@@ -193,8 +213,8 @@ def keep_if_better(store: "Store", preset: str, architecture: str, record: dict,
     key = recipe_key(preset, architecture)
     for _ in range(attempts):
         data, token = store.read_versioned(key)
-        current = json.loads(data) if data else None
-        if current and current.get("val_accuracy_mean", -1.0) >= record["val_accuracy_mean"]:
+        current = _parse_best(store, key, data).val_accuracy_mean if data else None
+        if current is not None and current >= record["val_accuracy_mean"]:
             return False
         stamped = {**record, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if store.put_if_version(key, json.dumps(stamped, indent=2).encode(), token):

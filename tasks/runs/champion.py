@@ -20,17 +20,18 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.errors import ChampionFileError, StoreError
-from tasks.records import JsonProblem, kind_of, parse_object, require, require_keys
+from tasks.records import quoted, read_record
 from tasks.keys import RunPaths
 from tasks.data.store import Store
 from tasks.keys import CHAMPION_KEY
 
 FULL_TEST_ROWS = 10_000
 OVERALL = "overall"
-# What _entry writes; every version of the pointer has had all of them.
-ENTRY_KEYS = ("run_id", "architecture", "test_accuracy", "model_key", "model_sha256", "dataset_version", "promoted_at")
 
 
 @dataclass(frozen=True)
@@ -112,33 +113,46 @@ def decide(pointer: dict, run_id: str, metrics_by_arch: dict[str, dict], margin:
     return new_pointer, decisions
 
 
-def _check_entry(entry: object, where: str, architecture: str | None) -> None:
-    """One slot's entry: every key _entry writes, the ones decide() and the CLI use of the right kind."""
-    if not isinstance(entry, dict):
-        raise JsonProblem(f"{where} is {kind_of(entry)}, expected an object")
-    require_keys(entry, ENTRY_KEYS, where)
-    for key in ("run_id", "architecture", "model_key"):
-        require(entry, key, "a string", where)
-    accuracy = require(entry, "test_accuracy", "a number", where)
-    if not 0 <= accuracy <= 1:
-        raise JsonProblem(f"{where} has test_accuracy {accuracy}, expected a fraction from 0 to 1")
-    if architecture is not None and entry["architecture"] != architecture:
+class ChampionEntry(BaseModel):
+    """One slot of the pointer, as _entry writes it: every key present (null allowed where _entry may write null),
+    the ones decide() and the CLI use of the right kind."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    run_id: str
+    architecture: str
+    test_accuracy: float = Field(ge=0, le=1, description="A fraction of the test rows, from 0 to 1.")
+    model_key: str
+    model_sha256: Any
+    dataset_version: Any
+    promoted_at: Any
+
+
+class ChampionPointer(BaseModel):
+    """models/champion.json: its revision (one more per promotion), each architecture's champion, the overall one."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    revision: int = Field(ge=1)
+    architectures: dict[str, ChampionEntry]
+    overall: ChampionEntry | None
+
+    @model_validator(mode="after")
+    def _slots_hold_their_architecture(self) -> "ChampionPointer":
         # decide() looks champions up by slot: a mismatched entry would be compared with the wrong model.
-        raise JsonProblem(f"{where} holds architecture {entry['architecture']!r}")
+        for slot, entry in self.architectures.items():
+            if entry.architecture != slot:
+                raise ValueError(f"entry {slot!r} holds architecture {entry.architecture!r}")
+        return self
 
 
-def check_pointer(pointer: dict) -> dict:
-    """The pointer if it has the shape decide() writes, else a JsonProblem saying what is off."""
-    revision = require(pointer, "revision", "an integer")
-    if revision < 1:
-        raise JsonProblem(f"'revision' is {revision}, expected 1 or more")
-    for slot, entry in require(pointer, "architectures", "an object").items():
-        _check_entry(entry, f"entry {slot!r}", slot)
-    if OVERALL not in pointer:
-        raise JsonProblem(f"lacks {OVERALL!r}")
-    if pointer[OVERALL] is not None:
-        _check_entry(pointer[OVERALL], f"entry {OVERALL!r}", None)
-    return pointer
+def _pointer_naming(loc: tuple[str | int, ...]) -> str:
+    """entry 'cnn2' for a slot (entry 'overall' for the overall champion), its keys after it in quotes."""
+    if len(loc) >= 2 and loc[0] == "architectures":
+        return f"entry {loc[1]!r} {quoted(loc[2:])}".rstrip()
+    if loc[:1] == (OVERALL,):
+        return f"entry {OVERALL!r} {quoted(loc[1:])}".rstrip()
+    return quoted(loc)
 
 
 def parse_pointer(store: Store, data: bytes | None) -> dict:
@@ -146,10 +160,9 @@ def parse_pointer(store: Store, data: bytes | None) -> dict:
     ChampionFileError naming the file, what is wrong and the repair."""
     if data is None:
         return {}
-    try:
-        return check_pointer(parse_object(data))
-    except JsonProblem as exc:
-        raise ChampionFileError(store.url_for(CHAMPION_KEY), str(exc)) from None
+    pointer = read_record(ChampionPointer, data, name=_pointer_naming,
+                          error=lambda problem: ChampionFileError(store.url_for(CHAMPION_KEY), problem))
+    return pointer.model_dump(mode="json")  # decide() works on the JSON it writes back
 
 
 def read_champions(store: Store) -> dict:

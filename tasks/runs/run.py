@@ -7,14 +7,14 @@ No Prefect here: the Ray trials use RunPaths too.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config
+from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config, config_field, config_record, stored_kind
 from tasks.errors import ConfigError
+from tasks.records import JsonProblem, parse_object, validate
 from tasks.runs.lease import RunLease
 from tasks.data.shards import PrepareResult, load_manifest
 from tasks.data.store import Store, open_store
@@ -76,14 +76,20 @@ def new_run_id() -> str:
 
 
 def read_stored_config(store: Store, run_id: str) -> PipelineConfig | None:
-    """The config a run stored when it began, or None when the run has none (not claimed yet)."""
-    data, _ = store.read_versioned(RunPaths(run_id).config)
+    """The config a run of `fmnist run` stored when it began, or None when the run has none (not claimed yet)."""
+    key = RunPaths(run_id).config
+    data, _ = store.read_versioned(key)
     if data is None:
         return None
     try:
-        return build_config(**json.loads(data))
-    except (ValueError, ConfigError) as exc:
-        raise ConfigError(f"{store.url_for(RunPaths(run_id).config)}: not a valid run config ({exc}); "
+        values = parse_object(data)
+        if stored_kind(values) == "search":
+            raise ConfigError(f"run {run_id!r} in {store.uri} is a search (`fmnist search`), and a search is not "
+                              "resumed: leave --run-id empty for a new run")
+        return validate(PipelineConfig, {k: v for k, v in values.items() if v is not None and k != "kind"},
+                        name=config_field)
+    except JsonProblem as exc:
+        raise ConfigError(f"{store.url_for(key)}: not a valid run config ({exc}); "
                           "restore it from a backup or start a new run") from None
 
 
@@ -124,7 +130,7 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
     lease = RunLease(store, paths.lease, run_id).acquire()  # before anything is written: a second claimant stops here
     try:
         config = config.model_copy(update={"run_id": run_id})
-        if store.put_if_absent(paths.config, json.dumps(config.model_dump(mode="json"), indent=2).encode()):
+        if store.put_if_absent(paths.config, config_record(config)):
             return Run(config, store, paths, resumed=False, started=time.time(), lease=lease)
         stored = read_stored_config(store, run_id)
         if stored is not None:  # None only if it was deleted just now: nothing to compare with

@@ -13,7 +13,6 @@ first (benchmarks/results/runs_listing.md).
 from __future__ import annotations
 
 import calendar
-import json
 import math
 import re
 import time
@@ -22,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tasks.config import ALL_ARCHITECTURES, PRESETS
+from tasks.config import ALL_ARCHITECTURES, DEFAULT_STORE, PRESETS, RunKind, absolute_store_uri, stored_kind
 from tasks.errors import ConfigError, PipelineError
-from tasks.runs.lease import holder_alive
+from tasks.records import JsonProblem, parse_object
+from tasks.runs.lease import Lease, holder_alive
 from tasks.keys import RUNS_PREFIX, RunPaths
 from tasks.data.store import Store, open_store
 
@@ -59,12 +59,9 @@ def _read_json(store: Store, key: str) -> dict | None:
     if data is None:
         return None
     try:
-        value = json.loads(data)
-    except ValueError as exc:
-        raise RunRecordError(f"{store.url_for(key)}: not JSON ({exc}); restore it from a backup") from None
-    if not isinstance(value, dict):
-        raise RunRecordError(f"{store.url_for(key)}: expected a JSON object, found {type(value).__name__}")
-    return value
+        return parse_object(data)
+    except JsonProblem as exc:
+        raise RunRecordError(f"{store.url_for(key)}: {exc}; restore it from a backup") from None
 
 
 # --- one run ------------------------------------------------------------------------------------------------
@@ -86,6 +83,7 @@ class RunInfo:
     status: str  # finished | running | resumable
     models: dict[str, ModelResult] = field(default_factory=dict)
     problem: str = ""  # a metadata file that could not be read, shown instead of failing the whole listing
+    kind: RunKind | None = None  # what its config.json says it is ('run' or 'search'); None: it does not say
 
     @property
     def architectures(self) -> list[str]:
@@ -104,10 +102,9 @@ class RunInfo:
 
     @property
     def recipe(self) -> str:
-        """The config's recipe ('report', 'best'); 'search' for a run of `fmnist search` (its config has the search's
-        budget fields), whose models train with the recipes it found."""
-        config = self.config or {}
-        return "search" if "num_samples" in config else str(config.get("recipe") or DEFAULT_RECIPE)
+        """The config's recipe ('report', 'best'); 'search' for a run of `fmnist search`, whose models train with the
+        recipes it found."""
+        return "search" if self.kind == "search" else str((self.config or {}).get("recipe") or DEFAULT_RECIPE)
 
 
 def started_at(store: Store, run_id: str) -> float | None:
@@ -133,8 +130,10 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
         lease = _read_json(store, paths.lease) if not finished else None
     except RunRecordError as exc:
         return RunInfo(run_id, started, None, "finished" if finished else "resumable", problem=str(exc))
-    status = "finished" if finished else ("running" if lease and holder_alive(lease, time.time()) else "resumable")
-    info = RunInfo(run_id, started, config, status)
+    holder = Lease.of(lease) if lease else None
+    status = "finished" if finished else ("running" if holder and holder_alive(holder, time.time()) else "resumable")
+    kind = stored_kind(config) if config else None
+    info = RunInfo(run_id, started, config, status, kind=kind)
     models, problem = {}, ""
     for arch in info.architectures or list(ALL_ARCHITECTURES):
         try:
@@ -144,7 +143,7 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
         except (RunRecordError, KeyError, TypeError, ValueError) as exc:
             problem = str(exc) if isinstance(exc, RunRecordError) else \
                 f"{store.url_for(paths.metrics(arch))}: lacks {exc}"
-    return RunInfo(run_id, started, config, status, models, problem)
+    return RunInfo(run_id, started, config, status, models, problem, kind)
 
 
 def require_run(store: Store, run_id: str) -> RunInfo:
@@ -235,9 +234,7 @@ def list_runs(store: Store, limit: int = DEFAULT_LIMIT) -> str:
 # --- one run's summary -------------------------------------------------------------------------------------
 
 def _resume_hint(store: Store, run: RunInfo) -> str:
-    from tasks.config import absolute_store_uri
-
-    where = "" if store.uri == absolute_store_uri("./artifacts") else f" --store {store.uri}"
+    where = "" if store.uri == absolute_store_uri(DEFAULT_STORE) else f" --store {store.uri}"
     return f"fmnist run --resume {run.run_id}{where}"
 
 

@@ -11,11 +11,13 @@ import time
 
 import pytest
 
-import tasks.runs.lease as lease_module
 from tasks.config import PipelineConfig
 from tasks.runs.lease import RunInProgress, RunLease
 from tasks.runs.run import claim_run
 from tasks.keys import RunPaths
+from tasks.settings import Settings
+
+DEFAULT_TTL_S = Settings.model_fields["lease_ttl_s"].default
 
 
 def lease_of(store, run_id: str) -> RunLease:
@@ -45,7 +47,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(store):
     taken.release()
 
 
-@pytest.mark.parametrize("age, refused", [(5, True), (lease_module.LEASE_TTL_S + 5, False)])
+@pytest.mark.parametrize("age, refused", [(5, True), (DEFAULT_TTL_S + 5, False)])
 def test_a_holder_on_another_host_counts_until_its_lease_lapses(store, age, refused):
     store.put_bytes(RunPaths("r3").lease, json.dumps({"host": "another-node", "pid": 1, "id": "y",
                                                       "renewed_at": time.time() - age}).encode())
@@ -56,8 +58,15 @@ def test_a_holder_on_another_host_counts_until_its_lease_lapses(store, age, refu
         lease_of(store, "r3").acquire().release()
 
 
+def test_a_holder_on_another_host_lapses_after_the_ttl_the_environment_sets(store, monkeypatch):
+    monkeypatch.setenv("FMNIST_LEASE_TTL_S", "30")
+    store.put_bytes(RunPaths("r6").lease, json.dumps({"host": "another-node", "pid": 1, "id": "y",
+                                                      "renewed_at": time.time() - 40}).encode())
+    lease_of(store, "r6").acquire().release()  # 40 s silent: past a 30 s TTL, not past the default 120 s
+
+
 def test_the_holder_renews_its_lease_while_it_runs(store, monkeypatch):
-    monkeypatch.setattr(lease_module, "RENEW_EVERY_S", 0.2)
+    monkeypatch.setenv("FMNIST_LEASE_TTL_S", "0.8")  # renewed four times per TTL: every 0.2 s
     held = lease_of(store, "r4").acquire()
     try:
         first = json.loads(store.get_bytes(RunPaths("r4").lease))["renewed_at"]
