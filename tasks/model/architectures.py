@@ -55,9 +55,9 @@ def mlp3_dropout(dropout: float) -> list:
     return [
         Input((28, 28), name="Input"),
         Flatten(name="Flatten_Image"),
-        Dense(256, activation="relu", name="Hidden1"), Dropout(dropout),
-        Dense(128, activation="relu", name="Hidden2"), Dropout(dropout),
-        Dense(100, activation="relu", name="Hidden3"), Dropout(dropout),
+        Dense(256, activation="relu", name="Hidden1"), Dropout(dropout, name="Dropout1"),
+        Dense(128, activation="relu", name="Hidden2"), Dropout(dropout, name="Dropout2"),
+        Dense(100, activation="relu", name="Hidden3"), Dropout(dropout, name="Dropout3"),
         Dense(10, activation="softmax", name="Output"),
     ]
 
