@@ -10,5 +10,6 @@
 - `predict/` images in, classes out (`fmnist predict`)
 
 Beside them: `config` (the one typed config), `settings` (environment variables), `keys` (every store key),
-`errors`, `records` (stored JSON records), `processes`.
+`errors`, `records` (stored JSON records and the one formatter of validation errors), `processes`, `progress` (the
+Progress callback type of the stages).
 """
