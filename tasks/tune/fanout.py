@@ -23,9 +23,7 @@ from tasks.tune.cluster import connect_ray
 from tasks.tune.progress import trial_progress_callback
 from tasks.tune.ray_compat import aws_keys_kept_from_trials
 from tasks.tune.tune_state import repair_experiment_state
-
-
-Progress = Callable[[str], None]
+from tasks.progress import Progress
 
 
 class TrainingError(PipelineError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +27,8 @@ from tasks.data.shards import load_split
 from tasks.data.store import Store
 from tasks.model.training import load_dataset_arrays
 from tasks.runs.run import Run
+from tasks.progress import Progress
 
-Progress = Callable[[str], None]
 METRIC, MODE = "val_accuracy", "max"
 ARTIFACT_FILES = ("model.keras", "history.csv", "curves.png", "confusion.png")  # metrics.json is published last
 
