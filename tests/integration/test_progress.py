@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tasks.tune.progress import TrialState, iter_rows, trial_progress_callback
-from tests.unit.test_progress import epoch, finished
+from tests.unit.test_progress import epoch, finished, spec_of
 
 
 def _probe(config: dict) -> None:  # pickled by value (below): Ray's workers do not import the tests
@@ -36,22 +36,21 @@ def test_trials_a_real_asha_scheduler_stops_are_stopped_early_and_the_others_fin
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from tasks.tune.fanout import keep_secrets_out_of_trial_env
+    from tasks.tune.ray_compat import aws_keys_kept_from_trials
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.cloudpickle.register_pickle_by_value(sys.modules[epoch.__module__])  # epoch() and finished() too
     # As every Tuner of the project's is made: else Tune copies this session's AWS keys into the trials' runtime_env,
     # and the shared Ray's runtime_env_agent.log would hold them (test_run_flow's sentinel check found exactly that).
-    keep_secrets_out_of_trial_env()
     lines: list[str] = []
     callback = trial_progress_callback(lines.append, live=False)
     tuner = tune.Tuner(
         _probe,
-        param_space={"architecture": "mlp1", "max_epochs": 4, "quality": tune.grid_search([0.9, 0.8, 0.3, 0.2])},
+        param_space={"spec": spec_of("mlp1", 4), "max_epochs": 4, "quality": tune.grid_search([0.9, 0.8, 0.3, 0.2])},
         tune_config=tune.TuneConfig(scheduler=ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max",
                                                             max_t=5, grace_period=1, reduction_factor=2)),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="asha", callbacks=[callback], verbose=0))
-    with callback:
+    with callback, aws_keys_kept_from_trials():
         tuner.fit()
     rows = list(iter_rows(callback))
     states = {callback.board.label(row): (row.state, row.why, row.epoch) for row in rows}

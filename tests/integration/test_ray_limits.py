@@ -9,9 +9,7 @@ import pytest
 
 from tasks.config import PipelineConfig
 from tasks.errors import PipelineError
-from tasks.tune.cluster import PlacementError
-from tasks.tune.fanout import run_trials
-from tasks.data.store import open_store
+from tasks.tune.cluster import PlacementError, preflight
 
 
 @pytest.mark.parametrize("field, value, expected", [
@@ -28,7 +26,7 @@ def test_a_trial_the_local_ray_cannot_hold_is_refused_at_once(ray_local, tmp_pat
     config = PipelineConfig(store=str(tmp_path), preset="quick", architectures=["baseline"], **{field: value})
     started = time.monotonic()
     with pytest.raises(PlacementError) as error:
-        run_trials(config, open_store(str(tmp_path)), "unplaceable", "any-version", manifest={"unused": True})
+        preflight(config)
     assert time.monotonic() - started < 5  # at once: no autoscaling wait on a Ray started here
     assert str(error.value).startswith(expected), str(error.value)
     assert isinstance(error.value, PipelineError)

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tasks.model.recipes import Recipe
+from tasks.model.spec import TrialSpec
 from tasks.tune.progress import LiveTable, TrialBoard, TrialState, trial_progress_callback
 from tests.terminal import Terminal, lines_written_through_the_table
 
@@ -20,8 +22,15 @@ from tests.terminal import Terminal, lines_written_through_the_table
 def trial(trial_id: str = "t_00000", architecture: str = "baseline", max_epochs: int = 2, status: str = "RUNNING",
           last_result: dict | None = None) -> SimpleNamespace:
     """What the board reads of a Tune trial."""
-    return SimpleNamespace(trial_id=trial_id, config={"architecture": architecture, "max_epochs": max_epochs},
+    return SimpleNamespace(trial_id=trial_id, config={"spec": spec_of(architecture, max_epochs)},
                            status=status, last_result=last_result or {})
+
+
+def spec_of(architecture: str, epochs: int) -> dict:
+    """The TrialSpec (as Tune carries it) of a trial of `architecture` with an epoch budget of `epochs`."""
+    return TrialSpec(run_id="r", experiment="tune", dataset_version="v", store="/s", architecture=architecture,
+                     recipe=Recipe(epochs=epochs), seed=0, patience=10, steps_per_execution=1, eval_batch_size=1024,
+                     cpus_per_trial=1).model_dump()
 
 
 def epoch(n: int, val: float = 0.8, seconds: float = 0.5) -> dict:

@@ -106,8 +106,8 @@ def test_only_the_terminal_loses_an_expected_errors_traceback():
     import prefect.main  # noqa: F401  (Prefect's logging set-up, which disables loggers made before it)
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from flows.cli import _quiet_expected_tracebacks
-    from tasks.errors import DatasetError
+    from flows.prefect_compat import quiet_expected_tracebacks
+    from tasks.errors import DatasetError, PipelineError
 
     terminal, other = io.StringIO(), []
     console = PrefectConsoleHandler(stream=terminal)
@@ -120,7 +120,7 @@ def test_only_the_terminal_loses_an_expected_errors_traceback():
     logger.addHandler(console)
     logger.addHandler(Keep())
     try:
-        _quiet_expected_tracebacks()
+        quiet_expected_tracebacks((PipelineError, KeyboardInterrupt))
         for error in (DatasetError("x.gz: truncated"), RuntimeError("a bug")):
             try:
                 raise error
