@@ -27,10 +27,10 @@ from tasks.errors import ChampionFileError, DatasetError, PipelineError, StoreEr
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.run import Run, claim_run, resolve_recipes
-from tasks.tune.search import (leaderboard_key, publish_leaderboard, recipes_comparable, retrain_winners,
+from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
                                winners_of)
-from tasks.tune.cluster import preflight as cluster_preflight
+from tasks.tune.cluster import cluster_summary, preflight as cluster_preflight
 from tasks.tune.fanout import run_trials
 from tasks.tune.progress import live_progress_enabled
 
@@ -162,7 +162,7 @@ def train(run: Run) -> dict[str, dict]:
 @touches_store()
 def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dict:
     """Table 1 beside the report's, Figure 1, the champion decisions and the run record, into the store."""
-    return publish_report(run, metrics, run_record(run, time.time()), decisions)
+    return publish_report(run, metrics, run_record(run, time.time(), cluster_summary()), decisions)
 
 
 # --- `fmnist search` -----------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decision
                               for arch, kept in stored.items()) if recipes_comparable(config)
                     else f"none stored: the search ran on other rows than preset '{config.preset}'s")
     note = (f"Protocol: {config.protocol()}; {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped "
-            f"early by ASHA; leaderboard {run.store.url_for(leaderboard_key(run.run_id))}. "
+            f"early by ASHA; leaderboard {run.store.url_for(run.paths.leaderboard_json)}. "
             f"Recipes: {recipes_note}. Dataset version {run.dataset_version}; code {code_version()}.")
     markdown = search_table_markdown(run.run_id, table, note) + "\n" + decisions_markdown(decisions)
     summary = {"run_id": run.run_id, "kind": "search", "dataset_version": run.dataset_version,
@@ -201,5 +201,5 @@ def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decision
                "trials": len(rows), "champion_decisions": decisions_json(decisions)}
     run.store.put_bytes(run.paths.summary_json, json.dumps(summary, indent=2).encode())
     run.store.put_bytes(run.paths.summary_md, markdown.encode())
-    run.store.put_bytes(run.paths.record, json.dumps(run_record(run, time.time()), indent=2).encode())
+    run.store.put_bytes(run.paths.record, json.dumps(run_record(run, time.time(), cluster_summary()), indent=2).encode())
     return {"rows": table, "markdown": markdown}

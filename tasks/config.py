@@ -268,7 +268,7 @@ SEARCH_PRESETS: dict[str, dict[str, int]] = {"full": {"num_samples": 16}, "quick
 
 class SearchConfig(PipelineConfig):
     """`fmnist search`: a run's config plus the search's budget and scheduler. The search space is the recipe
-    (tasks.model.recipes.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
+    (tasks.tune.search.search_space); max_epochs bounds the epoch budgets it tries (a quarter, half, all)."""
 
     recipe: Literal["report"] = Field(
         "report", description="A search starts from the report's layers and searches the recipe; always 'report'.")

@@ -2,6 +2,7 @@
 
     datasets/fashion-mnist/<version>/{manifest.json, <split>-NNNNN.parquet}   the Parquet shards
     runs/<run_id>/{config.json, run.json, summary.*, lease.json, tune/, <arch>/…}   one run
+    runs/<run_id>/{search/<arch>/, search/leaderboard.*, retrain/, <arch>/seed-<n>/}   a search's own
     models/champion.json                                                       the champion pointer
     recipes/<preset>/<arch>.json                                               the best searched recipes
 """
@@ -68,8 +69,25 @@ class RunPaths:
     def tune(self) -> str:
         return self.experiment("tune")
 
+    @property
+    def search(self) -> str:
+        return f"{self.root}/search"  # a search's experiments (search/<arch>) and its leaderboard
+
+    @property
+    def leaderboard_json(self) -> str:
+        return f"{self.search}/leaderboard.json"
+
+    @property
+    def leaderboard_md(self) -> str:
+        return f"{self.search}/leaderboard.md"
+
     def model_prefix(self, architecture: str) -> str:
         return f"{self.root}/{architecture}"
+
+    @staticmethod
+    def seed_folder(architecture: str, seed: int) -> str:
+        """Where one seed of a search's retrained winner is published, as a folder name under the run."""
+        return f"{architecture}/seed-{seed}"
 
     def metrics(self, architecture: str) -> str:
         return f"{self.model_prefix(architecture)}/metrics.json"

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.model.architectures import ARCHITECTURES
 from tasks.errors import ConfigError, StoreError
-from tasks.keys import recipe_key
+from tasks.keys import RECIPES_PREFIX, recipe_key
 from tasks.records import JsonProblem, path_of, quoted, read_record, validate
 
 if TYPE_CHECKING:  # only for annotations: the GPU check imports this module where pyarrow and boto3 are absent
@@ -136,32 +135,6 @@ def compile_with_recipe(model, recipe: Recipe, fit_rows: int, steps_per_executio
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], steps_per_execution=steps_per_execution)
 
 
-# --- the search space -------------------------------------------------------------------------------------------
-
-def epoch_budgets(max_epochs: int) -> list[int]:
-    """A quarter, half and all of max_epochs (distinct, at least 1): the search chooses among them."""
-    return sorted({max(1, max_epochs // 4), max(1, max_epochs // 2), max_epochs})
-
-
-def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
-    """Ray Tune distributions over the recipe; the layers stay the architecture's own."""
-    from ray import tune
-
-    space: dict[str, Any] = {
-        "learning_rate": tune.loguniform(1e-4, 1e-2),
-        "batch_size": tune.choice([64, 128, 256]),
-        "optimizer": tune.choice(["adam", "adamw"]),
-        "weight_decay": tune.loguniform(1e-5, 1e-1),
-        "schedule": tune.choice(["constant", "cosine", "one_cycle"]),
-        "label_smoothing": tune.uniform(0.0, 0.15),
-        "augmentation": tune.choice(["none", "shift", "shift_flip"]),
-        "epochs": tune.choice(epoch_budgets(max_epochs)),
-    }
-    if ARCHITECTURES[architecture].dropout is not None:  # the layer list is fixed; its dropout rate is a recipe knob
-        space["dropout"] = tune.uniform(0.0, 0.6)
-    return space
-
-
 # --- the best recipes, kept in the store ---------------------------------------------------------------------------
 
 class BestRecipe(BaseModel):
@@ -201,7 +174,7 @@ def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[
     missing = [arch for arch, record in found.items() if record is None]
     if missing:
         raise ConfigError(f"--recipe best: no stored recipe for {', '.join(missing)} in "
-                          f"{store.url_for(f'recipes/{preset}')} (preset '{preset}'); run `fmnist search --preset "
+                          f"{store.url_for(f'{RECIPES_PREFIX}/{preset}')} (preset '{preset}'); run `fmnist search --preset "
                           f"{preset} --architectures {','.join(missing)}` first, or use --recipe report")
     return {arch: record.recipe.model_dump() for arch, record in found.items() if record is not None}
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from tasks.data.shards import CLASS_NAMES
 from tasks.errors import PipelineError
+from tasks.keys import CHAMPION_KEY
 
 DEFAULT_BATCH = 1024
 
@@ -45,7 +46,7 @@ MODEL_CHOICES = "'champion' (the overall champion, the default), 'champion:ARCH'
 
 def _from_entry(store, entry: dict, chosen_as: str) -> ModelRef:
     if not entry.get("model_sha256"):
-        raise ModelChoiceError(f"{store.url_for('models/champion.json')}: the {chosen_as} entry records no model_sha256; "
+        raise ModelChoiceError(f"{store.url_for(CHAMPION_KEY)}: the {chosen_as} entry records no model_sha256; "
                                "a model is loaded only when its hash can be checked: choose it as RUN_ID/ARCH")
     return ModelRef(entry["run_id"], entry["architecture"], entry["model_key"], entry["model_sha256"],
                     entry.get("test_accuracy"), chosen_as)

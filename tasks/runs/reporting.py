@@ -77,21 +77,13 @@ def code_version() -> str:
     return metadata.version("fmnist-pipeline")
 
 
-def hardware() -> dict[str, Any]:
+def hardware(cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    """This machine, and the Ray cluster the run used (tasks.tune.cluster.cluster_summary) when there was one."""
     info: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import ray
-
-        if ray.is_initialized():
-            resources = ray.cluster_resources()
-            info["ray_cluster"] = {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0),
-                                   "nodes": len([n for n in ray.nodes() if n.get("Alive")])}
-    except Exception:  # the record is best effort; never fail a finished run over it
-        pass
-    return info
+    return {**info, "ray_cluster": cluster} if cluster else info
 
 
-def run_record(run: Run, ended: float) -> dict[str, Any]:
+def run_record(run: Run, ended: float, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     """run.json: what ran, on what, with what, enough to reproduce the run. Written once, when the run finished (its
     presence is what marks a finished run), so its status is always 'completed'. Neither the config nor the
     settings hold a secret (AWS keys come from the AWS chain and are not settings)."""
@@ -114,7 +106,7 @@ def run_record(run: Run, ended: float) -> dict[str, Any]:
         "code_version": code_version(),
         "libraries": versions,
         "python": platform.python_version(),
-        "hardware": hardware(),
+        "hardware": hardware(cluster),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started)),
         "ended_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)),
         "seconds": round(ended - run.started, 1),

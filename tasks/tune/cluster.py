@@ -286,6 +286,20 @@ def check_trials_fit(config: PipelineConfig, progress: Progress = lambda _: None
                              f"{PLACEMENT_TIMEOUT_ENV} sets the wait)")
 
 
+def cluster_summary() -> dict[str, float] | None:
+    """The Ray cluster this process uses, for run.json: CPUs, GPUs and alive nodes (None without Ray, or if Ray
+    does not answer: the record is best effort, never a reason to fail a finished run)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        resources = ray.cluster_resources()
+        return {"cpus": resources.get("CPU", 0), "gpus": resources.get("GPU", 0), "nodes": alive_nodes()}
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def preflight(config: PipelineConfig, progress: Progress = lambda _: None) -> None:
     """Everything about the cluster that can refuse a run, checked once before the run is claimed: Ray answers
     (within the connect timeout), every node reaches the store, and some node holds one trial."""

@@ -1,6 +1,6 @@
 """`fmnist search`: Ray Tune searches each architecture's training recipe, then retrains the winners.
 
-Per architecture, one Tune experiment: Optuna's TPE proposes recipes (tasks.model.recipes.search_space) under a
+Per architecture, one Tune experiment: Optuna's TPE proposes recipes (search_space, below) under a
 concurrency limit the cluster can hold, and ASHA stops the poor ones after a few epochs. The trials see train and
 validation rows only; each architecture's winner is the trial with the best validation accuracy. Only then are the
 test rows read: the winning recipe is retrained with several seeds, each model tested once, and Table 1 gives
@@ -21,7 +21,7 @@ from tasks.errors import PipelineError
 from tasks.tune.cluster import connect_ray
 from tasks.tune.fanout import Experiment, fit_or_explain, make_tuner, trial_spec
 from tasks.tune.progress import live_progress_enabled, trial_progress_callback
-from tasks.model.recipes import Recipe, keep_if_better, parse_recipe, recipe_from_sample, report_recipe, search_space
+from tasks.model.recipes import Recipe, keep_if_better, parse_recipe, recipe_from_sample, report_recipe
 from tasks.keys import RunPaths
 from tasks.data.shards import load_split
 from tasks.data.store import Store
@@ -37,8 +37,30 @@ class SearchError(PipelineError):
     """A search that produced nothing to choose from."""
 
 
-def leaderboard_key(run_id: str) -> str:
-    return f"{RunPaths(run_id).root}/search/leaderboard.json"
+# --- the search space: Ray Tune distributions over a recipe -------------------------------------------------------------------------------------------
+
+def epoch_budgets(max_epochs: int) -> list[int]:
+    """A quarter, half and all of max_epochs (distinct, at least 1): the search chooses among them."""
+    return sorted({max(1, max_epochs // 4), max(1, max_epochs // 2), max_epochs})
+
+
+def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
+    """Ray Tune distributions over the recipe; the layers stay the architecture's own."""
+    from ray import tune
+
+    space: dict[str, Any] = {
+        "learning_rate": tune.loguniform(1e-4, 1e-2),
+        "batch_size": tune.choice([64, 128, 256]),
+        "optimizer": tune.choice(["adam", "adamw"]),
+        "weight_decay": tune.loguniform(1e-5, 1e-1),
+        "schedule": tune.choice(["constant", "cosine", "one_cycle"]),
+        "label_smoothing": tune.uniform(0.0, 0.15),
+        "augmentation": tune.choice(["none", "shift", "shift_flip"]),
+        "epochs": tune.choice(epoch_budgets(max_epochs)),
+    }
+    if ARCHITECTURES[architecture].dropout is not None:  # the layer list is fixed; its dropout rate is a recipe knob
+        space["dropout"] = tune.uniform(0.0, 0.6)
+    return space
 
 
 # --- one architecture's search ----------------------------------------------------------------------------------
@@ -210,16 +232,12 @@ def leaderboard_table(rows: list[dict]) -> list[dict]:
 
 
 def publish_leaderboard(store: Store, run_id: str, rows: list[dict]) -> None:
-    root = f"{RunPaths(run_id).root}/search"
-    store.put_bytes(f"{root}/leaderboard.md", leaderboard_markdown(run_id, rows).encode())
-    store.put_bytes(f"{root}/leaderboard.json", json.dumps(rows, indent=2).encode())
+    paths = RunPaths(run_id)
+    store.put_bytes(paths.leaderboard_md, leaderboard_markdown(run_id, rows).encode())
+    store.put_bytes(paths.leaderboard_json, json.dumps(rows, indent=2).encode())
 
 
 # --- the winners, retrained with several seeds and tested once -------------------------------------------------------
-
-def seed_folder(architecture: str, seed: int) -> str:
-    return f"{architecture}/seed-{seed}"
-
 
 def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lambda _: None) -> dict[str, dict]:
     """Each winner's recipe trained with seeds seed … seed+seeds-1 (one Tune trial each, through the run's own
@@ -228,7 +246,7 @@ def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lam
     config = run.config
     seeds = [config.seed + offset for offset in range(config.seeds)]
     specs = [trial_spec(run, "retrain", arch, parse_recipe(row["config"], f"the winning recipe of {arch}"), seed=seed,
-                        artifact_name=seed_folder(arch, seed), recipe_name="search")
+                        artifact_name=RunPaths.seed_folder(arch, seed), recipe_name="search")
              for arch, row in winners.items() for seed in seeds]
     arrays = load_dataset_arrays(run.store, run.dataset_version, config.train_rows, config.test_rows, run.manifest)
     shown = trial_progress_callback(progress, live=live_progress_enabled())
@@ -236,7 +254,7 @@ def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lam
         tuner = make_tuner(run, Experiment("retrain", specs, arrays), progress, progress_callback=shown)
         fit_or_explain(tuner, run, resume_with="fmnist search (a search is not resumed: start it again)")
     return {arch: publish_winner(run.store, run.run_id, arch,
-                                 [json.loads(run.store.get_bytes(run.paths.metrics(seed_folder(arch, s))))
+                                 [json.loads(run.store.get_bytes(run.paths.metrics(RunPaths.seed_folder(arch, s))))
                                   for s in seeds])
             for arch in winners}
 
@@ -255,7 +273,7 @@ def publish_winner(store: Store, run_id: str, architecture: str, per_seed: list[
     """Copy the chosen seed's files to runs/<run_id>/<arch>/ (metrics.json last), with every seed's numbers."""
     best = max(per_seed, key=lambda m: m["best_val_accuracy"])
     paths = RunPaths(run_id)
-    source, target = paths.model_prefix(seed_folder(architecture, best["seed"])), paths.model_prefix(architecture)
+    source, target = paths.model_prefix(RunPaths.seed_folder(architecture, best["seed"])), paths.model_prefix(architecture)
     for name in ARTIFACT_FILES:
         store.put_bytes(f"{target}/{name}", store.get_bytes(f"{source}/{name}"))
     metrics = {**best, "chosen_seed": best["seed"], **seed_statistics(per_seed)}

@@ -13,8 +13,9 @@ from tasks.model.architectures import ARCHITECTURES, build_model
 from tasks.config import SearchConfig, build_config, build_search_config
 from tasks.errors import ConfigError
 from tasks.model.protocol import augmented
-from tasks.model.recipes import (Recipe, best_recipes, compile_with_recipe, epoch_budgets, keep_if_better, learning_rate,
-                           parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe, search_space)
+from tasks.model.recipes import (Recipe, best_recipes, compile_with_recipe, keep_if_better, learning_rate,
+                           parse_recipe, recipe_for, recipe_from_sample, recipe_key, report_recipe)
+from tasks.tune.search import epoch_budgets, search_space
 
 
 # --- bad recipes: one line naming the field, what it expects, what was found ----------------------------------------
