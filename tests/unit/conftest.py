@@ -38,11 +38,18 @@ def ray_local():
     _not_here("a local Ray (ray_local)")
 
 
+def _ray_initialized() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and getattr(ray, "is_initialized", lambda: False)()
+
+
 @pytest.fixture(autouse=True)
 def _no_ray_left_running():
-    """A unit test that started Ray (through code under test) fails: the tier must stay quick and Ray-free."""
+    """A unit test that started Ray (through code under test) fails: the tier must stay quick and Ray-free. In the
+    whole suite the integration tier runs first in this process and may leave its Ray up: only a test that found
+    Ray down and left it up started it."""
+    was_up = _ray_initialized()
     yield
-    ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
-        ray.shutdown()
+    if not was_up and _ray_initialized():
+        sys.modules["ray"].shutdown()
         pytest.fail("this unit test started Ray: move it to tests/integration", pytrace=False)
