@@ -9,6 +9,7 @@ runs/<run_id>/<experiment> in the run's store, so a trial whose worker dies resu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -105,8 +106,8 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
         # (num_to_keep=1, design §10): point each unfinished trial at its newest complete checkpoint first.
         repair_experiment_state(run.store, run.paths.experiment(experiment.name), progress)
         return tune.Tuner.restore(f"{parent}/{name}", resourced, resume_errored=True, storage_filesystem=filesystem)
-    tune_config = experiment.tune_config or tune.TuneConfig()
-    tune_config.trial_dirname_creator = trial_dirname
+    # A copy: the experiment's TuneConfig (a search's) is the caller's, left as it was given.
+    tune_config = dataclasses.replace(experiment.tune_config or tune.TuneConfig(), trial_dirname_creator=trial_dirname)
     return tune.Tuner(
         resourced,
         param_space=experiment.param_space(),
