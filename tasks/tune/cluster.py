@@ -103,9 +103,45 @@ def _tcp_answers(host: str, port: int, timeout_s: float) -> OSError | None:
         return exc
 
 
+def _speaks_ray(endpoint: RayEndpoint, timeout_s: float) -> tuple[str, bool] | None:
+    """None when a Ray endpoint of the expected kind answers at `endpoint`; else what answered instead, in words,
+    and whether the address is the thing to change (not when the cluster is right but wants a token).
+
+    An open port is not yet a Ray cluster: ray.init against another server (an S3 port, a web server) retries
+    "Failed to connect to GCS" for minutes, and a cluster with token auth fails only after 20 warnings and 42 s.
+    One call of Ray's own protocol, with a deadline, tells them apart."""
+    import grpc
+
+    from tasks.tune.ray_compat import GCS_PROBE, RAY_CLIENT_PROBE, auth_metadata
+
+    method, request = GCS_PROBE if endpoint.server == "GCS" else RAY_CLIENT_PROBE
+    sent_token = auth_metadata()
+    with grpc.insecure_channel(f"{endpoint.host}:{endpoint.port}") as channel:
+        call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
+        try:
+            call(request, timeout=timeout_s, metadata=sent_token or None)
+            return None
+        except grpc.RpcError as error:
+            code, details = error.code(), (error.details() or "").strip()
+    what, where = f"Ray {endpoint.server}".replace("Ray Ray", "Ray"), f"{endpoint.host}:{endpoint.port}"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if sent_token:
+            return (f"the cluster refused this machine's Ray auth token ({details}): set RAY_AUTH_TOKEN to the "
+                    f"cluster's token (`ray get-auth-token` on the head prints it)"), False
+        return (f"the cluster requires an auth token and none is set here ({details}): set RAY_AUTH_MODE=token and "
+                f"RAY_AUTH_TOKEN to the cluster's token (`ray get-auth-token` on the head prints it; "
+                f"RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token also work)"), False
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"something accepts connections on {where} but does not answer as a {what} within {timeout_s:.0f} s", True
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"a gRPC server that is not a {what} answers on {where}", True
+    return f"something that is not a {what} answers on {where} ({details.rpartition('last error: ')[2]})", True
+
+
 def check_ray_reachable(address: str | None, timeout_s: float | None = None) -> None:
     """Fail within `timeout_s` (default $FMNIST_RAY_CONNECT_TIMEOUT_S, else 30 s) with one line when nothing answers
-    where ray.init would connect. Retried until the deadline: a head that is still starting answers a bit later."""
+    where ray.init would connect, or when what answers is not Ray. Retried until the deadline: a head that is still
+    starting answers a bit later."""
     endpoint = ray_endpoint(address)
     if endpoint is None:
         return
@@ -119,6 +155,11 @@ def check_ray_reachable(address: str | None, timeout_s: float | None = None) -> 
                 f"answers on {endpoint.host}:{endpoint.port} ({reason}); {endpoint.advice} "
                 f"(a head still starting: raise {CONNECT_TIMEOUT_ENV})")
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    answer = _speaks_ray(endpoint, max(1.0, deadline - time.monotonic()))
+    if answer is not None:
+        problem, wrong_address = answer
+        raise RayConnectError(f"cannot use the Ray cluster at {endpoint.shown}: {problem}"
+                              + (f"; {endpoint.advice}" if wrong_address else ""))
 
 
 def connect_ray(address: str | None) -> None:

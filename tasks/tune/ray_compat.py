@@ -25,6 +25,7 @@ _NEEDED = (
     ("ray._private.state", "state"),
     ("ray._private.worker", "_global_node"),
     ("ray.train._internal.session", "_TrainingResult"),
+    ("ray._raylet", "AuthenticationTokenLoader"),
 )
 
 
@@ -92,6 +93,22 @@ def autoscaler_node_groups() -> list[Any] | None:
     if not config or not config.node_group_configs:
         return None
     return list(config.node_group_configs)
+
+
+# Two calls of Ray's wire protocol (gRPC) that tell a Ray endpoint from anything else listening on its port: the GCS
+# answers GetClusterId (an empty request), the Ray Client server answers ClusterInfo of type PING (field 1 = 6).
+# Neither needs a connected driver; both go through Ray's token check when the cluster has one.
+GCS_PROBE = ("/ray.rpc.NodeInfoGcsService/GetClusterId", b"")
+RAY_CLIENT_PROBE = ("/ray.rpc.RayletDriver/ClusterInfo", b"\x08\x06")
+
+
+def auth_metadata() -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata ray.init would send (("authorization", "Bearer <token>") under RAY_AUTH_MODE=token with a
+    token found, else none): Ray's own token loader, so the probe sees what ray.init will see."""
+    from ray._raylet import AuthenticationTokenLoader
+
+    loader = AuthenticationTokenLoader.instance()
+    return tuple(loader.get_token_for_http_header().items()) if loader.has_token() else ()
 
 
 def ray_started_by_this_process() -> bool:

@@ -51,6 +51,19 @@ def test_fmnist_run_with_an_unreachable_ray_client_address_exits_2_within_the_co
     assert not (tmp_path / "artifacts" / "runs").exists()
 
 
+def test_fmnist_run_with_the_s3_port_as_ray_address_exits_2_at_once_instead_of_hanging(tmp_path, s3_server):
+    """Issue 21 X2: the open port of a real SeaweedFS passed the TCP check, and ray.init hung there (killed at
+    300 s; Ctrl-C took 38 s). Now one call of Ray's protocol refuses it."""
+    port = s3_server.ports["s3.port"]
+    result = run_fmnist(["fmnist", "run", "--preset", "quick", "--architectures", "baseline", "--ray-address",
+                         f"127.0.0.1:{port}"], tmp_path, timeout=CLI_TIMEOUT_S)
+    seconds = result.seconds
+    assert_one_error_line(result, f"cannot use the Ray cluster at 127.0.0.1:{port}: something that is not a Ray GCS "
+                                  f"answers on 127.0.0.1:{port}", "check --ray-address / RAY_ADDRESS")
+    assert seconds < 30, seconds  # start-up and one call, well inside the 30 s connect timeout
+    assert not (tmp_path / "artifacts" / "runs").exists()
+
+
 # ---- item 6: trials no node can hold --------------------------------------------------------------------------
 
 
