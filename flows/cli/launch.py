@@ -60,6 +60,24 @@ def _check_before_prefect(config: PipelineConfig) -> None:
 
         best_recipes(store, config.preset, list(config.architectures))  # none stored: say so now, not in the flow
     fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
+    _check_store_writable(store)
+
+
+def _check_store_writable(store) -> None:
+    """Every command that starts Prefect writes to the store (shards, the run's lease, its models): a read-only
+    folder or bucket is refused here in one line, not after Prefect started, from deep inside the lease's first
+    write. One empty object, written and removed."""
+    import uuid
+
+    from tasks.errors import StoreError
+
+    key = f".fmnist-write-check-{uuid.uuid4().hex}"
+    try:
+        store.put_bytes(key, b"")
+    except StoreError as exc:
+        what = str(exc).split("; ")[0]  # the failed write, without its own advice: one piece of advice below
+        raise StoreError(f"the store {store.uri} cannot be written ({what}); choose a writable --store") from None
+    store.delete(key)
 
 
 def _check_prefect_server() -> None:
