@@ -109,6 +109,9 @@ class PipelineConfig(BaseModel):
     cpus_per_trial: float = Field(1.0, gt=0, le=512, description="CPUs reserved for each trial.")
     gpus_per_trial: float = Field(0.0, ge=0, le=1, description="Share of one GPU for each trial; fractions pack models.")
     max_failures: int = Field(2, ge=0, le=100, description="Times a trial is restarted from its last checkpoint.")
+    store_wait_s: float = Field(
+        120, ge=0, le=3600,
+        description="Seconds a failed trial's restart waits for a store that does not answer (an outage) before it goes ahead.")
     promotion_margin: float = Field(
         0.002, ge=0, le=1,
         description="A model replaces the champion only if its test accuracy is higher by at least this (0.002 = 0.2 points).")

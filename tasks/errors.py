@@ -33,6 +33,10 @@ class StoreError(PipelineError):
     """The object store cannot be reached, or refused an operation."""
 
 
+class StoreUnreachable(StoreError):
+    """The object store did not answer at all (connection refused or timed out): an outage may end by itself."""
+
+
 class DatasetVersionNotFound(PipelineError):
     """No published manifest exists for a requested dataset version."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from tasks.errors import NO_SPACE_ERRNOS, StoreError
+from tasks.errors import NO_SPACE_ERRNOS, StoreError, StoreUnreachable
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -283,7 +283,7 @@ class S3Store(Store):
 
         target = f"{self.uri.rstrip('/')}/{key}" if key else self.uri  # key already checked; may be a list prefix
         if isinstance(exc, EndpointConnectionError):
-            return StoreError(
+            return StoreUnreachable(
                 f"{action} {target}: cannot reach S3 endpoint {self.endpoint or 'AWS'} after retries; "
                 "check --s3-endpoint / AWS_ENDPOINT_URL and that the server is up"
             )
@@ -430,3 +430,22 @@ def open_store(uri: str, s3_endpoint: str | None = None) -> Store:
     raise StoreError(
         f"store URI {uri!r}: unknown scheme '{parsed.scheme}'; expected a folder path, file:///path or s3://bucket/prefix"
     )
+
+
+def open_store_when_it_answers(uri: str, s3_endpoint: str | None, wait_s: float) -> Store:
+    """open_store, waiting up to `wait_s` for a store that does not answer (an outage) before giving up.
+
+    For a trial's start: Tune restarts a failed trial at once, so without a wait the restarts (max_failures) of
+    every trial are spent within seconds of an outage's start, and a 30 s blip fails the run. Only an unanswered
+    store is waited for; a refusal (credentials, a missing bucket) fails at once. Backoff 1, 2, 4 … 15 s."""
+    deadline = time.monotonic() + wait_s
+    delay = 1.0
+    while True:
+        try:
+            return open_store(uri, s3_endpoint)
+        except StoreUnreachable as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StoreUnreachable(f"{exc} (waited {wait_s:g} s for it to answer)") from None
+            time.sleep(min(delay, left))
+            delay = min(2 * delay, 15.0)

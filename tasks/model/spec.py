@@ -33,6 +33,7 @@ class TrialSpec(BaseModel):
     steps_per_execution: int
     eval_batch_size: int
     cpus_per_trial: float
+    store_wait_s: float = Field(120, description="How long the trial's start waits for a store that does not answer.")
     train_rows: int | None = None
     test_rows: int | None = None
     publish: bool = Field(True, description="Test the model once and publish it under runs/<run_id>/<artifact_name>/; "

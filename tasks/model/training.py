@@ -31,7 +31,7 @@ from tasks.model.recipes import compile_with_recipe
 from tasks.model.spec import TrialSpec
 from tasks.keys import RunPaths
 from tasks.data.shards import CLASS_NAMES, load_split
-from tasks.data.store import Store, open_store
+from tasks.data.store import Store, open_store_when_it_answers
 
 HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
 
@@ -405,7 +405,7 @@ def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
 
     spec = TrialSpec.from_tune(config)
     configure_backend(spec.cpus_per_trial)
-    store = open_store(spec.store, spec.s3_endpoint)
+    store = open_store_when_it_answers(spec.store, spec.s3_endpoint, spec.store_wait_s)  # a restart in an outage
     prefix = RunPaths(spec.run_id).model_prefix(spec.folder)
     if spec.publish and store.exists(f"{prefix}/metrics.json"):  # finished in an earlier attempt: nothing to redo
         tune.report({**json.loads(store.get_bytes(f"{prefix}/metrics.json")), "finished": True})

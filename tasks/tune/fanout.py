@@ -46,7 +46,7 @@ def trial_spec(run: Run, experiment: str, architecture: str, recipe: Recipe, *, 
                      seed=config.seed if seed is None else seed, patience=config.patience,
                      steps_per_execution=config.steps_per_execution, eval_batch_size=config.eval_batch_size,
                      cpus_per_trial=config.cpus_per_trial, train_rows=config.train_rows, test_rows=config.test_rows,
-                     artifact_name=artifact_name)
+                     store_wait_s=config.store_wait_s, artifact_name=artifact_name)
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,8 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
     plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.tune.progress)."""
     from ray import tune
 
+    from tasks.tune.outage import WaitForStoreBeforeRestart
+
     progress_callback = progress_callback or trial_progress_callback(progress, live=False)
     filesystem, base = run.store.arrow_filesystem()
     parent, _, name = f"{base}/{run.paths.experiment(experiment.name)}".rpartition("/")
@@ -118,7 +120,8 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
             storage_filesystem=filesystem,
             failure_config=tune.FailureConfig(max_failures=run.config.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[progress_callback],
+            callbacks=[progress_callback, WaitForStoreBeforeRestart(run.config.store, run.config.s3_endpoint,
+                                                                     run.config.store_wait_s)],
             verbose=0,
         ),
     )

@@ -25,6 +25,7 @@ BAD = {
     "cpus_per_trial": 0,
     "gpus_per_trial": 1.5,
     "max_failures": -1,
+    "store_wait_s": -5,
     "promotion_margin": 2,
     "ray_address": 5,
     "run_id": "../other-run",
