@@ -31,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"fmnist {args.command}: error: {exc}", file=sys.stderr)
+        _quiet_prefect_from_now_on()
         return 2
     except KeyboardInterrupt:  # Ctrl-C before a run began (checks, imports, Prefect's start), or in another command
         from flows.cli.interrupts import EXIT_INTERRUPTED, stop_descendants
@@ -40,3 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        if args.command in ("run", "search") else ""),
               file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _quiet_prefect_from_now_on() -> None:
+    """Keep the error the command's last line: Prefect's temporary server says "Stopping temporary server on …" at
+    exit (an atexit hook), after it. Its info lines are dropped from here on; its warnings and errors still show."""
+    import logging
+
+    logging.getLogger("prefect").addFilter(lambda record: record.levelno >= logging.WARNING)

@@ -7,13 +7,14 @@ No Prefect here: the Ray trials use RunPaths too.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config, config_field, config_record, stored_kind
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object, validate
 from tasks.runs.lease import RunLease
 from tasks.data.shards import PrepareResult, load_manifest
@@ -66,9 +67,15 @@ class Run:
         return cls.unclaimed(config, store, run_id, PrepareResult(version, False, load_manifest(store, version)))
 
     def release(self) -> None:
-        """Give up the run's lease: another process may resume it from now on."""
-        if self.lease is not None:
+        """Give up the run's lease: another process may resume it from now on. Clean-up, so a store that does not
+        answer is a note, never the run's last line: that belongs to why the run ended (often that same store)."""
+        if self.lease is None:
+            return
+        try:
             self.lease.release()
+        except PipelineError as exc:
+            print(f"note: the run's lease was not given up ({exc}); it lapses by itself once this process is gone",
+                  file=sys.stderr, flush=True)
 
 
 def new_run_id() -> str:
