@@ -68,3 +68,8 @@ class DiskFullError(PipelineError):
 
 class IncompatibleVersion(PipelineError):
     """An installed library lacks an internal the project relies on (checked when its *_compat module loads)."""
+
+
+class LeaseLost(PipelineError):
+    """This process no longer holds its run's lease (another process took the run over, or the lease lapsed): it
+    stops and writes nothing more, and says so in one line."""

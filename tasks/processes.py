@@ -43,3 +43,29 @@ def descendants(root: int) -> list[int]:
         found += children
         frontier = set(children)
     return found
+
+
+def process_started(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot (/proc/<pid>/stat field 22): with the boot id, what tells this
+    process from a later one given the same pid. None where it cannot be read (gone, or no /proc)."""
+    try:
+        return int(_stat_fields(pid)[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot of this machine's kernel (/proc/sys/kernel/random/boot_id); None where there is none."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_namespace() -> str | None:
+    """This process's PID namespace ('pid:[4026531836]'): pids name the same processes only inside one."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None

@@ -40,7 +40,8 @@ class Settings(BaseSettings):
         description="Seconds to wait for an autoscaler to add a node that holds one trial.")
     lease_ttl_s: float = Field(
         120.0, gt=0, validation_alias="FMNIST_LEASE_TTL_S",
-        description="Seconds after which a run's lease held on another host, not renewed, counts as abandoned.")
+        description="Seconds after which a run's lease not renewed, by the store's clock, counts as abandoned (on "
+                    "any host); its holder renews it four times as often.")
     progress: Literal["auto", "plain"] = Field(
         "auto", validation_alias="FMNIST_PROGRESS",
         description="'plain' keeps one log line per epoch on a terminal too; 'auto' shows a live table there.")

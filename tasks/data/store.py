@@ -17,6 +17,8 @@ import os
 import time
 import uuid
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -80,6 +82,22 @@ def _is_object(path: Path) -> bool:
     return path.is_file() and ".tmp-" not in path.name and not path.name.endswith(".lock")
 
 
+@dataclass(frozen=True)
+class Stamped:
+    """An object read together with two times from the store's own clock: when it was last written and when it
+    was read. Their difference is its age as the store measures it, whatever the reader's clock says."""
+
+    data: bytes | None  # None: absent
+    token: str | None  # the version token of read_versioned
+    modified: float | None  # seconds since the epoch, by the store's clock (S3 LastModified, the file's mtime)
+    now: float  # the store's clock at the read (S3's Date header; a probe file's mtime)
+
+    @property
+    def age_s(self) -> float | None:
+        """Seconds since the object was last written, by the store's clock; None when it is absent."""
+        return None if self.modified is None else max(0.0, self.now - self.modified)
+
+
 class Store(ABC):
     """What every stage needs of object storage."""
 
@@ -104,6 +122,11 @@ class Store(ABC):
     @abstractmethod
     def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
         """Write only if `key` still has version `token` (None: still absent). False: someone else wrote first."""
+
+    @abstractmethod
+    def read_stamped(self, key: str) -> Stamped:
+        """read_versioned, with when the object was written and when it was read, both by the store's clock: an
+        age no client's clock can skew (the run lease judges its holder by it)."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -187,6 +210,31 @@ class LocalStore(Store):
         except FileNotFoundError:
             return None, None
         return data, hashlib.sha256(data).hexdigest()
+
+    def read_stamped(self, key: str) -> Stamped:
+        path = self._path(key)
+        try:
+            with open(path, "rb") as handle:  # mtime and bytes of the same file, even if it is replaced meanwhile
+                modified = os.fstat(handle.fileno()).st_mtime
+                data = handle.read()
+        except FileNotFoundError:
+            return Stamped(None, None, None, self._clock(path.parent))
+        return Stamped(data, hashlib.sha256(data).hexdigest(), modified, self._clock(path.parent))
+
+    @staticmethod
+    def _clock(folder: Path) -> float:
+        """The folder's clock: the mtime the file system gives a file made now (on a shared mount, the file
+        server's clock). This machine's clock where nothing can be made there (absent or read-only)."""
+        probe = folder / f".clock.tmp-{uuid.uuid4().hex}"
+        try:
+            handle = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except OSError:
+            return time.time()
+        try:
+            return os.fstat(handle).st_mtime
+        finally:
+            os.close(handle)
+            probe.unlink(missing_ok=True)
 
     def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
         path = self._path(key)
@@ -355,6 +403,23 @@ class S3Store(Store):
             f"attempts ({last}); check the network and the S3 server at {self.endpoint or 'AWS'}, then run again"
         )
 
+    def read_stamped(self, key: str) -> Stamped:
+        from botocore.exceptions import BotoCoreError
+
+        for delay in (0.0, *BODY_READ_RETRY_DELAYS_S):  # a body cut off mid-read: the whole GET again
+            time.sleep(delay)
+            response = self._request("reading", key, "get_object", _NOT_FOUND, Key=self._key(key))
+            if response is None:  # absent: the store's clock from a HEAD of the bucket
+                return Stamped(None, None, None, _server_time(self._request("checking", None, "head_bucket")))
+            try:
+                data = response["Body"].read()
+            except (BotoCoreError, OSError):
+                continue
+            return Stamped(data, response["ETag"], response["LastModified"].timestamp(), _server_time(response))
+        raise StoreError(f"reading {self.url_for(key)}: the connection broke while receiving the object, after "
+                         f"{len(BODY_READ_RETRY_DELAYS_S) + 1} attempts; check the network and the S3 server at "
+                         f"{self.endpoint or 'AWS'}, then run again")
+
     def put_if_version(self, key: str, data: bytes, token: str | None) -> bool:
         condition = {"IfNoneMatch": "*"} if token is None else {"IfMatch": token}
         return self._request("writing", key, "put_object", _LOST_RACE, Key=self._key(key), Body=data,
@@ -413,6 +478,15 @@ class S3Store(Store):
                            region=self.client.meta.region_name or "us-east-1")
         base = f"{self.bucket}/{self.prefix}" if self.prefix else self.bucket
         return pyarrow.fs.S3FileSystem(**options), base
+
+
+def _server_time(response: dict) -> float:
+    """The S3 server's clock at a response (its Date header, to the second); this machine's if it sent none."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(date).timestamp() if date else time.time()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def open_store(uri: str, s3_endpoint: str | None = None) -> Store:

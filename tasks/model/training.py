@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from tasks.model.spec import TrialSpec
 from tasks.keys import RunPaths
 from tasks.data.shards import CLASS_NAMES, load_split
 from tasks.data.store import Store, open_store_when_it_answers
+
+if TYPE_CHECKING:
+    from tasks.runs.lease import LeaseFence
 
 HISTORY_FIELDS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss", "seconds")
 
@@ -391,7 +394,7 @@ def report_with_checkpoint(model, history: list[dict], early_stopping: dict, res
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
+def train_trial(config: dict, arrays: SplitArrays | None = None, fence: LeaseFence | None = None) -> None:
     """Ray Tune function trainable: one TrialSpec (tasks.model.spec), one report and checkpoint per epoch; then,
     for a run's trial, the test rows once and the artifacts, published under runs/<run_id>/<folder>/.
 
@@ -429,6 +432,8 @@ def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
         history.append(row)
         last = early_stopping["stopped"] or row["epoch"] >= spec.recipe.epochs
         best = max(r["val_accuracy"] for r in history)
+        if fence is not None:
+            fence.check(store)  # no checkpoint into a run another process took over
         report_with_checkpoint(model, history, early_stopping,
                                {**row, "best_val_accuracy": best, "finished": last and not spec.publish}, storage)
 
@@ -442,5 +447,7 @@ def train_trial(config: dict, arrays: SplitArrays | None = None) -> None:
     metrics = summarize(spec, model, history, data, resumed_from, time.perf_counter() - started)
     metrics.update(seed=spec.seed, recipe_name=spec.recipe_name, recipe=spec.recipe.model_dump())
     architecture = ARCHITECTURES[spec.architecture]
+    if fence is not None:
+        fence.check(store)  # the run is still its holder's (no takeover): else LeaseLost, and nothing is written
     publish_artifacts(store, prefix, model, history, metrics, f"{architecture.report_name} ({architecture.key})")
     tune.report({**metrics, "epoch": len(history), "finished": True})

@@ -10,6 +10,7 @@ runs/<run_id>/<experiment> in the run's store, so a trial whose worker dies resu
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -84,6 +85,18 @@ def has_experiment_state(filesystem, experiment: str) -> bool:
     return any(info.base_name.startswith("experiment_state") and info.base_name.endswith(".json") for info in found)
 
 
+def trial_parameters(run: Run, experiment: Experiment) -> dict[str, Any]:
+    """What tune.with_parameters hands every trial: the decoded rows, and the run's lease fence (checked before a
+    trial publishes) when the run holds a lease and the trainable takes one. Not in the TrialSpec: a resumed
+    experiment keeps the specs its first holder saved, and the fence must be the current holder's."""
+    parameters: dict[str, Any] = {}
+    if experiment.arrays is not None:
+        parameters["arrays"] = experiment.arrays
+    if run.lease is not None and "fence" in inspect.signature(experiment.trainable).parameters:
+        parameters["fence"] = run.lease.fence()
+    return parameters
+
+
 def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: None, progress_callback=None):
     """The Tuner of one experiment, storing under runs/<run_id>/<experiment.name>; restored if Tune saved its state
     there before (a run's experiments; a search is not restored).
@@ -92,14 +105,16 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
     plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.tune.progress)."""
     from ray import tune
 
+    from tasks.tune.fencing import StopWhenLeaseLost
     from tasks.tune.outage import WaitForStoreBeforeRestart
 
     progress_callback = progress_callback or trial_progress_callback(progress, live=False)
     filesystem, base = run.store.arrow_filesystem()
     parent, _, name = f"{base}/{run.paths.experiment(experiment.name)}".rpartition("/")
     trainable = experiment.trainable
-    if experiment.arrays is not None:
-        trainable = tune.with_parameters(trainable, arrays=experiment.arrays)
+    parameters = trial_parameters(run, experiment)
+    if parameters:
+        trainable = tune.with_parameters(trainable, **parameters)
     resourced = tune.with_resources(trainable, trial_resources(run.config))
     if experiment.tune_config is None and has_experiment_state(filesystem, f"{parent}/{name}"):
         progress(f"resuming run {run.run_id} from {parent}/{name}: finished trials are kept, others resume from "
@@ -122,6 +137,7 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[progress_callback, WaitForStoreBeforeRestart(run.config.store, run.config.s3_endpoint,
                                                                      run.config.store_wait_s)],
+            stop=StopWhenLeaseLost(run.run_id),  # the trials end within a renewal interval of a takeover
             verbose=0,
         ),
     )
@@ -180,6 +196,8 @@ def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = 
         with aws_keys_kept_from_trials():
             results = tuner.fit()
     except Exception as exc:
+        if run.lease is not None and run.lease.lost is not None:
+            raise run.lease.lost from None  # the takeover, not what Tune made of it, is why the run ended
         cause = store_failure_in(exc)
         if cause is None:
             raise
@@ -187,6 +205,8 @@ def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = 
                          f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
                          f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
                          f"resume with `{resume_with}`") from None
+    if run.lease is not None:
+        run.lease.check()  # taken over while Tune ran (its stopper ended the trials): the one line, nothing more
     failed = [(TrialSpec.from_tune(r.config).label, r.error) for r in results if r.error]
     if failed and not tolerate_failures:
         details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)
