@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 
 from flows.cli.options import DEFAULT_STORE, config_class, given_options
@@ -170,6 +171,10 @@ def launch(args: argparse.Namespace) -> int:
 
     if not args.debug:
         quiet_expected_tracebacks((PipelineError, KeyboardInterrupt))
+        # Tune logs each failed attempt of a trial as "Trial task failed" and the trial's whole traceback; the
+        # progress lines say the same in one line ("cnn2: trial failed after epoch 1: DiskFullError: …"), and
+        # the traceback stays in the trial's error.txt. --debug shows them.
+        logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
     if args.command == "deploy":
         _deploy(args, config)
     elif args.command == "prepare":

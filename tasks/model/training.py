@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.model.architectures import ARCHITECTURES, build_model
-from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError
+from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError, PipelineError
 from tasks.model.protocol import augmented, shuffled_for_epoch
 from tasks.model.recipes import compile_with_recipe
 from tasks.model.spec import TrialSpec
@@ -382,16 +382,53 @@ def summarize(spec: TrialSpec, model, history: list[dict], data: TrialData, resu
     }
 
 
-def report_with_checkpoint(model, history: list[dict], early_stopping: dict, result: dict, storage: str) -> None:
-    """Save a checkpoint of the epoch just trained and hand it to Tune with the epoch's result."""
+def report_with_checkpoint(model, history: list[dict], early_stopping: dict, result: dict, store: Store,
+                           trial_prefix: str) -> None:
+    """Save a checkpoint of the epoch just trained and hand it to Tune with the epoch's result. A copy into the
+    store cut short (a full disk, the store gone) leaves no torn checkpoint behind for Tune or a resume to read."""
     from ray import tune
 
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(Path(folder), model, history, early_stopping)
         # Tune copies the folder into the run's storage inside report, in this thread.
-        with space_checked("to copy a checkpoint into the run's storage", storage,
-                           "free space there, or choose another --store"):
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+        try:
+            with space_checked("to copy a checkpoint into the run's storage", store.url_for(trial_prefix),
+                               "free space there, or choose another --store"):
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+        except Exception:
+            remove_torn_checkpoints(store, trial_prefix)
+            raise
+
+
+def remove_torn_checkpoints(store: Store, trial_prefix: str) -> list[str]:
+    """Delete every checkpoint folder of the trial that a copy left incomplete (state.json or model.keras missing,
+    or model.keras not the size state.json records); the folders removed. Best effort: a store that does not answer
+    keeps them, and a resume still refuses them (read_checkpoint_state) and trains that trial from its first epoch.
+    Deleting also frees the space Tune needs to record the trial's error (else its error.pkl is written empty)."""
+    try:
+        folders: dict[str, dict[str, str]] = {}
+        for key in store.list_keys(f"{trial_prefix}/"):
+            folder, _, name = key[len(trial_prefix) + 1:].partition("/")
+            if folder.startswith("checkpoint_") and name:
+                folders.setdefault(folder, {})[name] = key
+        torn = [folder for folder, files in sorted(folders.items()) if not _checkpoint_complete(store, files)]
+        for folder in torn:
+            for key in folders[folder].values():
+                store.delete(key)
+    except PipelineError:
+        return []
+    return torn
+
+
+def _checkpoint_complete(store: Store, files: dict[str, str]) -> bool:
+    if STATE_FILE not in files or MODEL_FILE not in files:
+        return False
+    try:
+        state = json.loads(store.get_bytes(files[STATE_FILE]))
+    except ValueError:
+        return False
+    expected = (state.get("model_file") or {}).get("bytes") if isinstance(state, dict) else None
+    return expected is None or len(store.get_bytes(files[MODEL_FILE])) == expected
 
 
 def train_trial(config: dict, arrays: SplitArrays | None = None, fence: LeaseFence | None = None) -> None:
@@ -426,7 +463,8 @@ def train_trial(config: dict, arrays: SplitArrays | None = None, fence: LeaseFen
     fit_rows = seed_protocol_split(len(arrays["train"][0]), ARCHITECTURES[spec.architecture].validation_split)
     model, history, early_stopping_state = starting_state(spec, tune.get_checkpoint(), fit_rows)
     data = trial_data(arrays, ARCHITECTURES[spec.architecture].validation_split, model.input_shape[1:])
-    storage = store.url_for(RunPaths(spec.run_id).experiment(spec.experiment))
+    trial_folder = spec.tune_dirname(tune.get_context().get_trial_id())  # as make_tuner names it
+    trial_prefix = f"{RunPaths(spec.run_id).experiment(spec.experiment)}/{trial_folder}"
 
     def on_epoch(row: dict, early_stopping: dict) -> None:
         history.append(row)
@@ -435,7 +473,8 @@ def train_trial(config: dict, arrays: SplitArrays | None = None, fence: LeaseFen
         if fence is not None:
             fence.check(store)  # no checkpoint into a run another process took over
         report_with_checkpoint(model, history, early_stopping,
-                               {**row, "best_val_accuracy": best, "finished": last and not spec.publish}, storage)
+                               {**row, "best_val_accuracy": best, "finished": last and not spec.publish}, store,
+                               trial_prefix)
 
     started = time.perf_counter()
     resumed_from = len(history)

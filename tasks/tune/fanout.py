@@ -22,7 +22,7 @@ from tasks.model.spec import TrialSpec
 from tasks.model.training import SplitArrays, load_dataset_arrays, train_trial
 from tasks.runs.run import Run
 from tasks.tune.cluster import connect_ray
-from tasks.tune.progress import trial_progress_callback
+from tasks.tune.progress import trial_error_line, trial_progress_callback
 from tasks.tune.ray_compat import aws_keys_kept_from_trials
 from tasks.tune.tune_state import repair_experiment_state
 from tasks.progress import Progress
@@ -154,17 +154,6 @@ def store_failure_in(exc: BaseException) -> BaseException | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
-
-
-def trial_error_line(error: BaseException) -> str:
-    """One line for a failed trial. Tune hands back a RayTaskError whose text is the trial's whole traceback,
-    ending in `module.Type: message`; our own errors (a full disk, a damaged checkpoint, the store) are lines
-    written for the user, so the trial's exception (the RayTaskError's `cause`) is shown as it is."""
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, PipelineError):
-        return f"{type(cause).__name__}: {cause}"
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
 def run_trials(run: Run, progress: Progress = lambda _: None, live: bool = False) -> dict[str, dict]:

@@ -37,9 +37,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from enum import Enum
 from typing import IO, Any, Callable, Iterator
 
+from tasks.errors import PipelineError
 from tasks.model.spec import TrialSpec
 from tasks.settings import current_settings
 from tasks.progress import Progress as Log  # where the plain lines go
@@ -88,6 +90,29 @@ def _epoch_of(result: dict | None) -> int:
     except (TypeError, ValueError):
         return 0
 
+
+def trial_error_line(error: BaseException) -> str:
+    """One line for a failed trial. Tune hands back a RayTaskError whose text is the trial's whole traceback,
+    ending in `module.Type: message`; our own errors (a full disk, a damaged checkpoint, the store) are lines
+    written for the user, so the trial's exception (the RayTaskError's `cause`) is shown as it is."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, PipelineError):
+        return f"{type(cause).__name__}: {cause}"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
+def last_error_line(trial: Any) -> str:
+    """The trial's last error as ": Type: message", from the error Tune stored for it; "" when it cannot be read
+    (the store away, or an error file left empty by a full disk): the line it goes into must not fail for that."""
+    from ray import cloudpickle
+
+    try:  # the driver's own copy first: the one in the store is synced later (and may be away)
+        local = trial.pickled_error_file
+        error = cloudpickle.loads(Path(local).read_bytes()) if local else trial.get_pickled_error()
+    except Exception:  # noqa: BLE001  (a missing file, an EOFError from an empty one, an unpicklable class)
+        return ""
+    return f": {trial_error_line(error)}" if error is not None else ""
 
 class TrialBoard:
     """One row per trial, kept from Tune's callback events; each event returns the log line it makes (or None).
@@ -180,14 +205,14 @@ class TrialBoard:
         row = self.see(trial)
         with self._lock:
             row.state, row.restart_pending = TrialState.RESTARTING, True
-        return (f"{self.label(row)}: trial failed after epoch {row.epoch}; Ray restarts it from its last "
-                f"checkpoint (up to max_failures times)")
+        return (f"{self.label(row)}: trial failed after epoch {row.epoch}{last_error_line(trial)}; Ray restarts it "
+                f"from its last checkpoint (up to max_failures times)")
 
     def failed(self, trial: Any) -> str:
         row = self.see(trial)
         with self._lock:
             row.state, row.why = TrialState.FAILED, "no retries left"
-        return f"{self.label(row)}: trial failed after epoch {row.epoch}, with no retries left"
+        return f"{self.label(row)}: trial failed after epoch {row.epoch}, with no retries left{last_error_line(trial)}"
 
     @staticmethod
     def _apply_result(row: TrialRow, result: dict) -> None:

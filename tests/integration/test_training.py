@@ -145,7 +145,8 @@ def test_a_trial_whose_checkpoint_runs_out_of_space_fails_with_one_line_saying_w
 
     import ray
 
-    from tasks.tune.fanout import make_tuner, trial_error_line
+    from tasks.tune.fanout import make_tuner
+    from tasks.tune.progress import trial_error_line
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial's process cannot import tests/
     store, version = local_dataset
