@@ -26,6 +26,7 @@ from tasks.data.store import Store, open_store
 from tasks.errors import ChampionFileError, DatasetError, PipelineError, StoreError
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
+from tasks.runs.lease import check_held
 from tasks.runs.run import Run, claim_run, resolve_recipes
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
@@ -131,6 +132,7 @@ def claim(config: PipelineConfig) -> Run:
 @touches_store(only_store_faults)
 def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
     """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
+    check_held(run.lease)  # taken over meanwhile: LeaseLost, and the pointer is left alone
     try:
         decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
     except ChampionFileError as exc:
@@ -162,6 +164,7 @@ def train(run: Run) -> dict[str, dict]:
 @touches_store()
 def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dict:
     """Table 1 beside the report's, Figure 1, the champion decisions and the run record, into the store."""
+    check_held(run.lease)  # summary and run.json only while the run is still this process's
     return publish_report(run, metrics, run_record(run, time.time(), cluster_summary()), decisions)
 
 
@@ -187,6 +190,7 @@ def retrain(run: Run, rows: list[dict]) -> dict[str, dict]:
 def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decisions: list[Decision]) -> dict:
     """Table 1 (mean ± std over seeds) beside the report's, the recipes kept, then run.json last."""
     config: SearchConfig = run.config  # type: ignore[assignment]
+    check_held(run.lease)  # recipes, summary and run.json only while the run is still this process's
     stored = store_recipes(run.store, config, run.run_id, winners)
     table = search_table_rows(winners)
     recipes_note = (", ".join(f"{arch} {'stored' if kept else 'kept the stored one (better validation accuracy)'}"

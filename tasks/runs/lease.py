@@ -264,3 +264,17 @@ class RunLease:
         held = Lease.read(data) if data is not None else None
         if held is not None and held.id == self.holder["id"]:
             self.store.delete(self.key)
+
+
+def check_held(lease: RunLease | None) -> None:
+    """Before the driver publishes (champion pointer, summary, run.json): a renewal now, which proves the run is
+    still this process's and keeps it so for one more TTL by the store's clock (longer than those writes take);
+    LeaseLost, the one line, if another process took it over. A run without a lease (tests, benchmarks) passes."""
+    if lease is not None:
+        lease.check()
+
+
+def held_by_a_live_process(store: Store, key: str) -> bool:
+    """Whether the lease at `key` exists and its holder may still run (holder_alive, by the store's clock)."""
+    held, stamped = read_lease(store, key)
+    return held is not None and holder_alive(held, stamped.age_s or 0.0)

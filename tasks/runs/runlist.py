@@ -24,7 +24,8 @@ from urllib.parse import urlparse
 from tasks.config import ALL_ARCHITECTURES, DEFAULT_STORE, PRESETS, RunKind, absolute_store_uri, stored_kind
 from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object
-from tasks.runs.lease import Lease, holder_alive
+from tasks.runs.lease import held_by_a_live_process, read_lease, takeover_hint
+from tasks.settings import current_settings
 from tasks.keys import RUNS_PREFIX, RunPaths
 from tasks.data.store import Store, open_store
 
@@ -127,11 +128,9 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
     finished = store.exists(paths.record)  # presence is the mark: a HEAD, not run.json's body
     try:
         config = _read_json(store, paths.config)
-        lease = _read_json(store, paths.lease) if not finished else None
     except RunRecordError as exc:
         return RunInfo(run_id, started, None, "finished" if finished else "resumable", problem=str(exc))
-    holder = Lease.of(lease) if lease else None
-    status = "finished" if finished else ("running" if holder and holder_alive(holder, time.time()) else "resumable")
+    status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else "resumable")
     kind = stored_kind(config) if config else None
     info = RunInfo(run_id, started, config, status, kind=kind)
     models, problem = {}, ""
@@ -216,6 +215,10 @@ def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict) -
     notes = ["", "test accuracy per model; — not finished; * champion of its architecture, ** overall champion"
                  + (f" (models/champion.json revision {pointer['revision']})" if pointer else " (no champion yet)")]
     notes += [f"{run.run_id}: {run.problem}" for run in runs if run.problem]
+    if any(run.status == "running" for run in runs):
+        notes.append(f"running: a live process holds the run's lease; if it is gone, `fmnist run --resume ID --store "
+                     f"{store_uri}` takes the run over once its lease lapses ({current_settings().lease_ttl_s:.0f} s "
+                     "after its last renewal, by the store's clock), or at once after deleting runs/ID/lease.json")
     if total > len(runs):
         notes.append(f"{total - len(runs)} older runs not shown: --limit {total} shows all")
     return "\n".join(lines + notes)
@@ -262,7 +265,10 @@ def show_run(store: Store, run_id: str) -> str:
     if run.status == "resumable":
         lines += ["", f"finish it with `{_resume_hint(store, run)}` (nothing finished is redone)"]
     elif run.status == "running":
-        lines += ["", "a process holds its lease and is running it now"]
+        held, stamped = read_lease(store, RunPaths(run_id).lease)
+        lines += ["", "a process holds its lease and is running it now; " +
+                  takeover_hint(store, RunPaths(run_id).lease, run_id, held, stamped.age_s,
+                                current_settings().lease_ttl_s)]
     return "\n".join(lines)
 
 
