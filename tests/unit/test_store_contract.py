@@ -76,6 +76,21 @@ def test_list_keys_hides_temp_files_of_interrupted_writes(tmp_path) -> None:
     assert not store.exists("runs/a/half.json")
 
 
+def test_read_stamped_ages_an_object_by_the_stores_clock(store: Store) -> None:
+    """The object's age is the store's now minus its write time, both from the store (to the second on S3): a fresh
+    object is young, an old one ages, whatever this process's clock says; the token is read_versioned's."""
+    absent = store.read_stamped("runs/r/lease.json")
+    assert (absent.data, absent.token, absent.modified, absent.age_s) == (None, None, None, None)
+    assert abs(absent.now - time.time()) < 60
+    store.put_bytes("runs/r/lease.json", b"held")
+    fresh = store.read_stamped("runs/r/lease.json")
+    assert fresh.data == b"held" and fresh.token == store.read_versioned("runs/r/lease.json")[1]
+    assert fresh.age_s is not None and fresh.age_s < 1.5
+    time.sleep(2.2)
+    assert 1.0 <= store.read_stamped("runs/r/lease.json").age_s < 4.0
+    assert store.list_keys("runs/") == ["runs/r/lease.json"]  # the clock probe of a folder leaves nothing
+
+
 def test_delete_is_idempotent(store: Store) -> None:
     store.put_bytes("d/x", b"1")
     store.put_bytes("d/y", b"2")
