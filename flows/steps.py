@@ -131,10 +131,12 @@ def claim(config: PipelineConfig) -> Run:
 
 @touches_store(only_store_faults)
 def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
-    """Replace a champion only where this run beats it by the margin (compare-and-swap on the pointer)."""
+    """Replace a champion only where this run's model is better on the same test rows by McNemar's test (the margin
+    for a champion recorded without per-image outcomes); compare-and-swap on the pointer."""
     check_held(run.lease)  # taken over meanwhile: LeaseLost, and the pointer is left alone
     try:
-        decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin)
+        decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin,
+                            alpha=run.config.promotion_alpha)
     except ChampionFileError as exc:
         raise keep_unpromoted_summary(run, metrics, exc) from None  # Table 1 kept; the run stays resumable
     for decision in decisions:

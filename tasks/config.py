@@ -112,9 +112,14 @@ class PipelineConfig(BaseModel):
     store_wait_s: float = Field(
         120, ge=0, le=3600,
         description="Seconds a failed trial's restart waits for a store that does not answer (an outage) before it goes ahead.")
+    promotion_alpha: float = Field(
+        0.05, gt=0, le=0.5,
+        description="A model replaces the champion only if it is better on the same test rows by McNemar's exact "
+                    "test (one-sided) at this level: a model no better than the champion passes at most this often.")
     promotion_margin: float = Field(
         0.002, ge=0, le=1,
-        description="A model replaces the champion only if its test accuracy is higher by at least this (0.002 = 0.2 points).")
+        description="For a champion recorded without per-image outcomes (or tested on other rows): a model replaces "
+                    "it only if its test accuracy is higher by at least this (0.002 = 0.2 points).")
     ray_address: str | None = Field(
         None, pattern=_NO_CREDENTIALS_PATTERN,
         description="Existing Ray cluster, e.g. ray://head:10001 or auto (empty: RAY_ADDRESS, else a local Ray).")

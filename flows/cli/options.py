@@ -113,7 +113,8 @@ def _add_predict_command(commands) -> argparse.ArgumentParser:
                          help="a PNG/JPEG file, a folder of them, a .npy (N x 28 x 28 or 28 x 28), an IDX images .gz")
     predict.add_argument("--model", default="champion",
                          help="champion (the overall champion, default; also 'overall'), champion:ARCH (that "
-                              "architecture's champion) or RUN_ID/ARCH (a run's model)")
+                              "architecture's champion, of either recipe family), champion:ARCH/FAMILY (FAMILY "
+                              "report or searched) or RUN_ID/ARCH (a run's model)")
     predict.add_argument("--top", type=_positive, default=1, help="the K most likely classes per image (default: 1)")
     predict.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
     predict.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
@@ -134,7 +135,8 @@ def _add_runs_command(commands) -> tuple[argparse.ArgumentParser, ...]:
     actions = runs.add_subparsers(dest="runs_action")
     show = actions.add_parser("show", help="one run's summary (for an unfinished run: what finished so far)")
     show.add_argument("run_id", metavar="ID")
-    compare = actions.add_parser("compare", help="per-model test accuracy differences, with their standard error")
+    compare = actions.add_parser("compare", help="per-model test accuracy differences, with their paired standard "
+                                                 "error and McNemar's test on the same test rows")
     compare.add_argument("run_a", metavar="A")
     compare.add_argument("run_b", metavar="B")
     for parser in (show, compare):

@@ -46,20 +46,10 @@ def runs(args: argparse.Namespace) -> None:
 
 def champion(args: argparse.Namespace) -> None:
     from tasks.data.store import open_store
-    from tasks.runs.champion import read_champions
+    from tasks.runs.champion import champions_table, read_champions
 
     store_uri = absolute_store_uri(args.store)
-    pointer = read_champions(open_store(store_uri, args.s3_endpoint))
-    if not pointer:
-        print(f"no champion yet in {store_uri} (a full run promotes its models)")
-        return
-    print(f"champions in {store_uri} (revision {pointer['revision']}):")
-    print("| slot | architecture | test accuracy | run | model |\n|---|---|---:|---|---|")
-    slots = {**pointer.get("architectures", {}), "overall": pointer.get("overall")}
-    for slot, entry in slots.items():
-        if entry:
-            print(f"| {slot} | {entry['architecture']} | {100 * entry['test_accuracy']:.2f}% | {entry['run_id']} | "
-                  f"{entry['model_key']} |")
+    print(champions_table(store_uri, read_champions(open_store(store_uri, args.s3_endpoint))))
 
 
 COMMANDS = {"predict": predict, "runs": runs, "champion": champion}

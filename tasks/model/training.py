@@ -29,6 +29,7 @@ from tasks.errors import NO_SPACE_ERRNOS, CheckpointError, DiskFullError, Pipeli
 from tasks.model.protocol import augmented, shuffled_for_epoch
 from tasks.model.recipes import compile_with_recipe
 from tasks.model.spec import TrialSpec
+from tasks.runs.paired import OUTCOMES_FIELD, outcomes_record, rows_sha256
 from tasks.keys import RunPaths
 from tasks.data.shards import CLASS_NAMES, load_split
 from tasks.data.store import Store, open_store_when_it_answers
@@ -202,8 +203,16 @@ def restore_rng_state(model, state: dict[str, Any]) -> None:
 
 # --- evaluation and artifacts ----------------------------------------------------------------------
 
+def tested_rows_sha256(data: TrialData) -> str:
+    """The identity of the rows a model was tested on (tasks.runs.paired.rows_sha256), from the model's input: the
+    pixels were divided by 255 in float32, and rint(x * 255) gives the same uint8 back, exactly."""
+    pixels = np.rint(data.x_test.reshape(len(data.x_test), -1) * 255).astype(np.uint8)
+    return rows_sha256(pixels, data.test_labels)
+
+
 def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
-    """Test accuracy and loss from the model's predictions, per-class accuracy, confusion matrix."""
+    """Test accuracy and loss from the model's predictions, per-class accuracy, confusion matrix, and which test
+    rows it got right (so two models on the same rows can be compared as pairs: tasks.runs.paired)."""
     probabilities = model.predict(data.x_test, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     labels = data.test_labels.astype(np.int64)
@@ -214,6 +223,7 @@ def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
         "test_loss": float(-np.log(picked).mean()),
         "per_class_accuracy": dict(zip(CLASS_NAMES, (np.diag(matrix) / np.maximum(matrix.sum(1), 1)).round(4).tolist())),
         "confusion_matrix": matrix.tolist(),
+        OUTCOMES_FIELD: outcomes_record(predicted == labels, tested_rows_sha256(data)),
     }
 
 

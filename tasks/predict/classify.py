@@ -35,21 +35,26 @@ class ModelRef:
     sha256: str
     test_accuracy: float | None
     chosen_as: str
+    recipe: str = ""  # a champion's recipe family (tasks.runs.champion.recipe_of); '' for a run's model
 
     def describe(self) -> str:
         accuracy = f", test accuracy {100 * self.test_accuracy:.2f}%" if self.test_accuracy is not None else ""
-        return f"{self.architecture} of run {self.run_id} ({self.chosen_as}{accuracy})"
+        recipe = f" (recipe {self.recipe})" if self.recipe else ""
+        return f"{self.architecture}{recipe} of run {self.run_id} ({self.chosen_as}{accuracy})"
 
 
-MODEL_CHOICES = "'champion' (the overall champion, the default), 'champion:ARCH' (an architecture's champion) or RUN_ID/ARCH"
+MODEL_CHOICES = ("'champion' (the overall champion, the default), 'champion:ARCH' (an architecture's champion, of "
+                 "either recipe family), 'champion:ARCH/FAMILY' (FAMILY report or searched) or RUN_ID/ARCH")
 
 
 def _from_entry(store, entry: dict, chosen_as: str) -> ModelRef:
+    from tasks.runs.champion import recipe_of
+
     if not entry.get("model_sha256"):
         raise ModelChoiceError(f"{store.url_for(CHAMPION_KEY)}: the {chosen_as} entry records no model_sha256; "
                                "a model is loaded only when its hash can be checked: choose it as RUN_ID/ARCH")
     return ModelRef(entry["run_id"], entry["architecture"], entry["model_key"], entry["model_sha256"],
-                    entry.get("test_accuracy"), chosen_as)
+                    entry.get("test_accuracy"), chosen_as, recipe_of(entry))
 
 
 def _champion(store, architecture: str | None) -> ModelRef:
@@ -63,10 +68,21 @@ def _champion(store, architecture: str | None) -> ModelRef:
     if architecture is None:
         return _from_entry(store, pointer["overall"], "overall champion")
     slots = pointer.get("architectures", {})
-    if architecture not in slots:
+    slot = _slot_for(slots, architecture)
+    if slot is None:
         raise ModelChoiceError(f"--model champion:{architecture}: no champion for {architecture!r} in {store.uri}; "
                                f"champions exist for {sorted(slots)}; or {hint}")
-    return _from_entry(store, slots[architecture], f"champion of {architecture}")
+    return _from_entry(store, slots[slot], f"champion of {slot}")
+
+
+def _slot_for(slots: dict[str, dict], choice: str) -> str | None:
+    """'cnn2/searched' names a slot; 'cnn2' the architecture's champion of either recipe family: the one with more
+    test rows right (both were tested on the full test set), the report's recipe on a tie."""
+    if "/" in choice:
+        return choice if choice in slots else None
+    mine = [slot for slot, entry in slots.items() if entry["architecture"] == choice]
+    return max(mine, key=lambda slot: (slots[slot]["test_accuracy"], slots[slot].get("family") == "report"),
+               default=None)
 
 
 def _run_model(store, run_id: str, architecture: str) -> ModelRef:
@@ -181,7 +197,8 @@ def prediction_json(names: list[str], probabilities: np.ndarray, ref: ModelRef, 
         predictions.append(record)
     return {
         "model": {"run_id": ref.run_id, "architecture": ref.architecture, "model_key": ref.model_key,
-                  "sha256": ref.sha256, "test_accuracy": ref.test_accuracy, "chosen_as": ref.chosen_as},
+                  "sha256": ref.sha256, "test_accuracy": ref.test_accuracy, "chosen_as": ref.chosen_as,
+                  "recipe": ref.recipe or None},
         "classes": list(CLASS_NAMES),
         "predictions": predictions,
         "accuracy": None if score is None else {"value": score.value, "correct": score.correct, "total": score.total,

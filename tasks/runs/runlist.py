@@ -1,5 +1,6 @@
 """`fmnist runs`: the runs in a store, one run's summary, and two runs compared with the test set's noise beside
-each difference. Reads only metadata (config.json, run.json's presence, lease.json, <arch>/metrics.json,
+each difference (paired: McNemar's exact test and the paired SE on the same test rows; tasks.runs.paired).
+Reads only metadata (config.json, run.json's presence, lease.json, <arch>/metrics.json,
 summary.md, models/champion.json), never a model or Tune's state.
 
 Listing cost: one delimiter listing of runs/ (a request per 1,000 runs on S3), then per run shown: config.json,
@@ -13,7 +14,6 @@ first (benchmarks/results/runs_listing.md).
 from __future__ import annotations
 
 import calendar
-import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 from tasks.config import ALL_ARCHITECTURES, DEFAULT_STORE, PRESETS, RunKind, absolute_store_uri, stored_kind
 from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object
+from tasks.runs.paired import (DEFAULT_ALPHA, Outcomes, OutcomesError, Paired, independent_standard_error,
+                               outcomes_match_accuracy, paired, read_outcomes)
 from tasks.runs.lease import held_by_a_live_process, read_lease, takeover_hint
 from tasks.settings import current_settings
 from tasks.keys import RUNS_PREFIX, RunPaths
@@ -74,6 +76,8 @@ class ModelResult:
     test_rows: int
     epochs: int | None
     dataset_version: str | None
+    outcomes: Outcomes | None = None  # which test rows it got right; None: recorded before they were, or unusable
+    outcomes_note: str = ""  # why a record's outcomes are not used (damaged, disagreeing with its accuracy)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class RunInfo:
     models: dict[str, ModelResult] = field(default_factory=dict)
     problem: str = ""  # a metadata file that could not be read, shown instead of failing the whole listing
     kind: RunKind | None = None  # what its config.json says it is ('run' or 'search'); None: it does not say
+    damaged: dict[str, str] = field(default_factory=dict)  # architecture -> its unreadable metrics.json, in words
 
     @property
     def architectures(self) -> list[str]:
@@ -117,8 +122,22 @@ def started_at(store: Store, run_id: str) -> float | None:
 
 
 def _model_result(metrics: dict) -> ModelResult:
-    return ModelResult(metrics["architecture"], float(metrics["test_accuracy"]), int(metrics["rows"]["test"]),
-                       metrics.get("epochs"), metrics.get("dataset_version"))
+    accuracy = float(metrics["test_accuracy"])
+    outcomes, note = _outcomes_of(metrics, accuracy)
+    return ModelResult(metrics["architecture"], accuracy, int(metrics["rows"]["test"]), metrics.get("epochs"),
+                       metrics.get("dataset_version"), outcomes, note)
+
+
+def _outcomes_of(metrics: dict, accuracy: float) -> tuple[Outcomes | None, str]:
+    """The per-image outcomes a metrics.json records, or None and why they cannot be used (none is no problem:
+    the model was tested before they were recorded, and compare says "unpaired")."""
+    try:
+        outcomes = read_outcomes(metrics.get("test_outcomes"))
+    except OutcomesError as exc:
+        return None, f"its test_outcomes are damaged ({exc})"
+    if outcomes is not None and not outcomes_match_accuracy(outcomes, accuracy):
+        return None, "its test_outcomes disagree with its test_accuracy"
+    return outcomes, ""
 
 
 def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo:
@@ -133,16 +152,16 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
     status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else "resumable")
     kind = stored_kind(config) if config else None
     info = RunInfo(run_id, started, config, status, kind=kind)
-    models, problem = {}, ""
+    models, problem, damaged = {}, "", {}
     for arch in info.architectures or list(ALL_ARCHITECTURES):
         try:
             metrics = _read_json(store, paths.metrics(arch))
             if metrics is not None:
                 models[arch] = _model_result(metrics)
         except (RunRecordError, KeyError, TypeError, ValueError) as exc:
-            problem = str(exc) if isinstance(exc, RunRecordError) else \
+            problem = damaged[arch] = str(exc) if isinstance(exc, RunRecordError) else \
                 f"{store.url_for(paths.metrics(arch))}: lacks {exc}"
-    return RunInfo(run_id, started, config, status, models, problem, kind)
+    return RunInfo(run_id, started, config, status, models, problem, kind, damaged)
 
 
 def require_run(store: Store, run_id: str) -> RunInfo:
@@ -285,49 +304,105 @@ class Difference:
         return None if self.a is None or self.b is None else self.b.test_accuracy - self.a.test_accuracy
 
     @property
+    def pair(self) -> Paired | None:
+        """A and B on the same test rows (b: rows only A got right, c: only B), when both recorded which rows."""
+        if self.a is None or self.b is None or self.a.outcomes is None or self.b.outcomes is None:
+            return None
+        if not self.a.outcomes.same_rows(self.b.outcomes):
+            return None
+        return paired(self.a.outcomes, self.b.outcomes)
+
+    @property
+    def unpaired_because(self) -> str:
+        """Why the difference is not paired ('' when it is, or when a side is missing)."""
+        if self.a is None or self.b is None or self.pair is not None:
+            return ""
+        for side, model in (("A", self.a), ("B", self.b)):
+            if model.outcomes is None:
+                return f"{side}'s {model.outcomes_note or 'metrics.json predates per-image outcomes'}"
+        return "tested on different test rows"
+
+    @property
     def standard_error(self) -> float | None:
-        """SE of a difference of two accuracies: sqrt(p1 (1 - p1) / n1 + p2 (1 - p2) / n2)."""
+        """The paired SE on the same rows; else the independent-samples one, sqrt(p1 q1 / n1 + p2 q2 / n2)."""
         if self.a is None or self.b is None:
             return None
-        return math.sqrt(sum(m.test_accuracy * (1 - m.test_accuracy) / m.test_rows for m in (self.a, self.b)))
+        pair = self.pair
+        if pair is not None:
+            return pair.standard_error
+        return independent_standard_error(self.a.test_accuracy, self.a.test_rows, self.b.test_accuracy,
+                                          self.b.test_rows)
+
+    @property
+    def p_value(self) -> float | None:
+        """McNemar's exact two-sided p on the same rows; None when unpaired."""
+        pair = self.pair
+        return None if pair is None else pair.p_value("two-sided")
 
     @property
     def beyond_noise(self) -> bool | None:
-        """|difference| above 2 standard errors (about 95% two-sided); None when a side is missing."""
+        """Paired: McNemar's p below 0.05. Unpaired: |difference| above 2 independent SE (about 95% two-sided).
+        None when a side is missing."""
         if self.delta is None or self.standard_error is None:
             return None
+        if self.p_value is not None:
+            return self.p_value < DEFAULT_ALPHA
         return abs(self.delta) > 2 * self.standard_error
 
 
 def differences(a: RunInfo, b: RunInfo) -> list[Difference]:
-    archs = [x for x in ALL_ARCHITECTURES if x in a.models or x in b.models]
-    archs += sorted((set(a.models) | set(b.models)) - set(archs))
+    archs = [x for x in ALL_ARCHITECTURES if x in a.models or x in b.models or x in a.damaged or x in b.damaged]
+    archs += sorted((set(a.models) | set(b.models) | set(a.damaged) | set(b.damaged)) - set(archs))
     return [Difference(x, a.models.get(x), b.models.get(x)) for x in archs]
 
 
-def _pct(model: ModelResult | None) -> str:
-    return f"{100 * model.test_accuracy:.2f}%" if model else "—"
+def _pct(model: ModelResult | None, damaged: bool = False) -> str:
+    return f"{100 * model.test_accuracy:.2f}%" if model else ("damaged" if damaged else "—")
+
+
+def _verdict(d: Difference) -> str:
+    if d.p_value is not None:
+        return ("yes" if d.beyond_noise else "no") + " (paired)"
+    verdict = ("yes" if d.beyond_noise else "no") + ", unpaired"
+    if d.standard_error:  # zero only when both accuracies are 0% or 100%
+        verdict += f" ({abs(d.delta) / d.standard_error:.1f} SE)"
+    return verdict
+
+
+def _missing(d: Difference, a: RunInfo, b: RunInfo) -> str:
+    """Why a model has no difference: a damaged metrics.json is named (with its path), else 'not finished in both'."""
+    damaged = [run.damaged[d.architecture] for run in (a, b) if d.architecture in run.damaged]
+    return "damaged: " + "; ".join(damaged) if damaged else "not finished in both"
+
+
+def _row(d: Difference, a: RunInfo, b: RunInfo) -> str:
+    cells = f"| {d.architecture} | {_pct(d.a, d.architecture in a.damaged)} | {_pct(d.b, d.architecture in b.damaged)} |"
+    if d.delta is None or d.standard_error is None:
+        return f"{cells} — | — | — | — | — | {_missing(d, a, b)} |"
+    pair = d.pair
+    counts = f"{pair.b:,} | {pair.c:,} | {d.p_value:.3g}" if pair else "— | — | —"
+    return f"{cells} {100 * d.delta:+.2f} | {100 * d.standard_error:.2f} | {counts} | {_verdict(d)} |"
 
 
 def compare_runs(store: Store, run_a: str, run_b: str) -> str:
-    """Per model: A's and B's test accuracy, B − A in points, its standard error, and whether |B − A| > 2 SE."""
+    """Per model: A's and B's test accuracy, B − A in points, its standard error, and whether it is beyond noise:
+    on the same test rows, by McNemar's exact test (b rows only A got right, c only B, two-sided p < 0.05) with the
+    paired SE; otherwise |B − A| > 2 independent SE, marked unpaired with the reason."""
     a, b = require_run(store, run_a), require_run(store, run_b)
     rows = differences(a, b)
     lines = [f"run {a.run_id} (A, {a.preset}) → run {b.run_id} (B, {b.preset}): test accuracy", "",
-             f"| model | A | B | B − A (points) | SE (points) | beyond noise? (> 2 SE) |",
-             "|---|---:|---:|---:|---:|---|"]
-    for d in rows:
-        if d.delta is None or d.standard_error is None:
-            lines.append(f"| {d.architecture} | {_pct(d.a)} | {_pct(d.b)} | — | — | not finished in both |")
-            continue
-        verdict = "yes" if d.beyond_noise else "no"
-        if d.standard_error > 0:  # zero only when both accuracies are 0% or 100%
-            verdict += f" ({abs(d.delta) / d.standard_error:.1f} SE)"
-        lines.append(f"| {d.architecture} | {_pct(d.a)} | {_pct(d.b)} | {100 * d.delta:+.2f} | "
-                     f"{100 * d.standard_error:.2f} | {verdict} |")
-    notes = ["", "SE = sqrt(p1(1-p1)/n1 + p2(1-p2)/n2), n = each run's test rows. Both runs score the same test "
-                 "images, so this (independent-samples) SE overstates the noise a little: a difference beyond 2 SE "
-                 "is beyond noise; one below it may still be real."]
+             f"| model | A | B | B − A (points) | SE (points) | b (only A right) | c (only B right) | McNemar p | "
+             f"beyond noise? (p < {DEFAULT_ALPHA:g}) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [_row(d, a, b) for d in rows]
+    notes = ["", "Paired (both runs recorded which test rows each model got right, on the same rows): SE is the "
+                 "paired standard error of B − A, and McNemar's exact two-sided test on the rows only one of the "
+                 f"two got right decides; p < {DEFAULT_ALPHA:g} is beyond noise."]
+    unpaired = [f"{d.architecture}: {d.unpaired_because}" for d in rows if d.unpaired_because]
+    if unpaired:
+        notes.append("Unpaired (" + "; ".join(unpaired) + "): SE = sqrt(p1(1-p1)/n1 + p2(1-p2)/n2), n = each run's "
+                     "test rows, and beyond 2 SE is beyond noise. On the same rows this overstates the noise (about "
+                     "twice the paired SE): a difference below it may still be real.")
     test_rows = {m.test_rows for run in (a, b) for m in run.models.values()}
     if len(test_rows) > 1:
         notes.append(f"note: the runs were tested on different numbers of rows ({', '.join(f'{n:,}' for n in sorted(test_rows))}): "

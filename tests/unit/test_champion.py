@@ -1,12 +1,16 @@
 """Champion promotion on a store (a folder here; tests/integration/test_champion_s3.py runs the same on SeaweedFS):
-better promotes, worse does not, races have one winner. `fmnist champion` on a damaged pointer: tests/cli."""
+better promotes, worse does not, races have one winner; the McNemar gate on per-image outcomes (issue 17) with the
+margin rule for champions recorded without them; slots per (architecture, recipe family). `fmnist champion` on a
+damaged pointer: tests/cli."""
 
 import json
 import threading
 
+import numpy as np
 import pytest
 
-from tasks.runs.champion import decisions_markdown, margin_rows, promote, read_champions
+from tasks.runs.champion import champions_table, decide, decisions_markdown, margin_rows, promote, read_champions
+from tasks.runs.paired import outcomes_record
 
 from tasks.keys import CHAMPION_KEY
 from tasks.errors import ChampionFileError
@@ -22,7 +26,7 @@ def test_first_full_run_becomes_champion(store):
     assert all(d.promoted for d in decisions)
     pointer = read_champions(store)
     assert pointer["overall"]["architecture"] == "cnn2" and pointer["overall"]["run_id"] == "run-a"
-    assert pointer["architectures"]["mlp1"]["model_key"] == "runs/run-a/mlp1/model.keras"
+    assert pointer["architectures"]["mlp1/report"]["model_key"] == "runs/run-a/mlp1/model.keras"
 
 
 def test_better_by_the_margin_promotes_and_worse_or_within_margin_does_not(store):
@@ -31,7 +35,7 @@ def test_better_by_the_margin_promotes_and_worse_or_within_margin_does_not(store
     assert not any(d.promoted for d in within) and "does not beat" in within[0].reason
     worse = promote(store, "run-c", {"cnn2": metrics("cnn2", 0.90)}, margin=0.002)
     assert not any(d.promoted for d in worse)
-    assert read_champions(store)["architectures"]["cnn2"]["run_id"] == "run-a"
+    assert read_champions(store)["architectures"]["cnn2/report"]["run_id"] == "run-a"
     better = promote(store, "run-d", {"cnn2": metrics("cnn2", 0.925)}, margin=0.002)
     assert all(d.promoted for d in better)
     assert read_champions(store)["overall"]["run_id"] == "run-d"
@@ -72,7 +76,7 @@ def test_two_concurrent_promotions_leave_exactly_one_winner(store):
     assert sorted(outcomes.values()) == [False, True]  # the loser re-read the winner's pointer: not better by the margin
     winner = next(run for run, won in outcomes.items() if won)
     pointer = json.loads(store.get_bytes(CHAMPION_KEY))
-    assert pointer["architectures"]["cnn2"]["run_id"] == winner == pointer["overall"]["run_id"]
+    assert pointer["architectures"]["cnn2/report"]["run_id"] == winner == pointer["overall"]["run_id"]
     assert pointer["revision"] == 2
 
 
@@ -91,10 +95,10 @@ def test_a_run_that_holds_the_slot_is_reported_as_champion_and_promoting_again_c
     assert all(d.promoted for d in promote(store, "run-a", run, margin=0.002))
     before = store.get_bytes(CHAMPION_KEY)
     again = promote(store, "run-a", run, margin=0.002)
-    assert [d.slot for d in again] == ["cnn2", "mlp1", "overall"]
+    assert [d.slot for d in again] == ["cnn2/report", "mlp1/report", "overall"]
     assert all(d.promoted for d in again), [d.reason for d in again]
     assert all("already champion (this run)" in d.reason for d in again)
-    assert "| cnn2 | yes | already champion (this run)" in decisions_markdown(again)
+    assert "| cnn2/report | yes | — | — | — | already champion (this run)" in decisions_markdown(again)
     assert store.get_bytes(CHAMPION_KEY) == before  # no revision bump, no new promoted_at
     assert read_champions(store)["revision"] == 1
 
@@ -103,12 +107,13 @@ def test_held_slots_and_a_new_one_in_one_run(store):
     """A run that holds cnn2 and now also beats mlp1's champion: one write, cnn2's entry untouched."""
     promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92)}, margin=0.002)
     promote(store, "run-b", {"mlp1": metrics("mlp1", 0.85)}, margin=0.002)
-    held = read_champions(store)["architectures"]["cnn2"]
+    held = read_champions(store)["architectures"]["cnn2/report"]
     decisions = promote(store, "run-a", {"cnn2": metrics("cnn2", 0.92), "mlp1": metrics("mlp1", 0.88)}, margin=0.002)
-    assert [(d.slot, d.promoted) for d in decisions] == [("cnn2", True), ("mlp1", True), ("overall", True)]
+    assert [(d.slot, d.promoted) for d in decisions] == [("cnn2/report", True), ("mlp1/report", True),
+                                                         ("overall", True)]
     pointer = read_champions(store)
-    assert pointer["revision"] == 3 and pointer["architectures"]["cnn2"] == held
-    assert pointer["architectures"]["mlp1"]["run_id"] == "run-a"
+    assert pointer["revision"] == 3 and pointer["architectures"]["cnn2/report"] == held
+    assert pointer["architectures"]["mlp1/report"]["run_id"] == "run-a"
 
 
 def test_accuracy_is_compared_in_whole_test_rows(store):
@@ -120,7 +125,7 @@ def test_accuracy_is_compared_in_whole_test_rows(store):
     enough = promote(store, "run-c", {"cnn2": metrics("cnn2", 0.813)}, margin=0.002)
     assert enough[0].promoted, enough[0].reason
     assert "8,130 of 10,000" in enough[0].reason and "8,110" in enough[0].reason
-    assert read_champions(store)["architectures"]["cnn2"]["run_id"] == "run-c"
+    assert read_champions(store)["architectures"]["cnn2/report"]["run_id"] == "run-c"
 
 
 @pytest.mark.parametrize(("margin", "rows"), [(0.002, 20), (0.0007, 7), (0.00015, 2), (0.0, 0), (0.01, 100)])
@@ -185,14 +190,134 @@ def test_a_quick_run_does_not_read_the_pointer(store, content):
     assert store.get_bytes(CHAMPION_KEY) == content
 
 
-def test_a_valid_pointer_passes_the_checks(store):
+def test_a_valid_pointer_from_before_recipe_families_is_read_as_family_unknown(store):
+    """A pointer keyed by architecture alone (before families): its slot reads as 'cnn2/unknown' (its recipe was not
+    recorded), a report run takes the empty 'cnn2/report' slot, and the overall entry, which has no outcomes, is
+    judged by the margin rule, saying so; the file is written back with the new keys."""
     store.put_bytes(CHAMPION_KEY, json.dumps(_valid_pointer()).encode())
-    assert read_champions(store) == _valid_pointer()
+    read = read_champions(store)
+    assert list(read["architectures"]) == ["cnn2/unknown"] and read["architectures"]["cnn2/unknown"]["family"] == "unknown"
+    assert {k: v for k, v in read["overall"].items() if k in _valid_pointer()["overall"]} == _valid_pointer()["overall"]
+    assert "not recorded (promoted before recipes were)" in champions_table(store.uri, read)
     decisions = promote(store, "run-b", {"cnn2": metrics("cnn2", 0.95)}, margin=0.002)
-    assert all(d.promoted for d in decisions) and read_champions(store)["revision"] == 2
+    assert [(d.slot, d.promoted, d.rule) for d in decisions] == [("cnn2/report", True, ""), ("overall", True, "margin")]
+    assert "no champion yet" in decisions[0].reason
+    assert "the champion's entry has no per-image outcomes" in decisions[1].reason and "margin rule" in decisions[1].reason
+    written = json.loads(store.get_bytes(CHAMPION_KEY))
+    assert written["revision"] == 2 and sorted(written["architectures"]) == ["cnn2/report", "cnn2/unknown"]
 
 
 def test_absent_pointer_is_no_champion_yet(store):
     assert read_champions(store) == {}
 
 
+
+
+# --- the McNemar gate (issue 17, section 2): pure decide() on per-image outcomes --------------------------------------
+
+ROWS_SHA = "a" * 64  # the identity of the 10,000 test rows both sides were tested on
+
+
+def masks(both: int, only_a: int, only_b: int, rows: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """Two models' correct rows: `both` rows right in both, then `only_a` rows only A got right, `only_b` only B."""
+    a, b = np.zeros(rows, bool), np.zeros(rows, bool)
+    a[:both] = b[:both] = True
+    a[both:both + only_a] = True
+    b[both + only_a:both + only_a + only_b] = True
+    return a, b
+
+
+def scored(arch: str, mask: np.ndarray, recipe_name: str = "report", rows_sha: str = ROWS_SHA) -> dict:
+    """A metrics.json as a run writes it now: its accuracy from the mask, the mask beside it."""
+    return {**metrics(arch, float(mask.mean()), mask.size), "recipe_name": recipe_name,
+            "test_outcomes": outcomes_record(mask, rows_sha)}
+
+
+def champion_of(arch: str, mask: np.ndarray, recipe_name: str = "report") -> dict:
+    pointer, _ = decide({}, "champ", {arch: scored(arch, mask, recipe_name)}, margin=0.002)
+    return pointer
+
+
+def test_an_equal_challenger_is_not_promoted_and_a_clearly_better_one_is():
+    """b == c: a tie on the rows where they differ (here 300 each way) is no evidence, p = 0.52."""
+    champion, equal = masks(8_500, 300, 300)
+    decisions = decide(champion_of("cnn2", champion), "run-b", {"cnn2": scored("cnn2", equal)}, 0.002)[1]
+    assert [(d.promoted, d.rule, d.b, d.c) for d in decisions] == [(False, "mcnemar", 300, 300)] * 2
+    assert decisions[0].p_value == pytest.approx(0.5, abs=0.03)
+    assert "b = 300 rows only the champion got right, c = 300 only this model" in decisions[0].reason
+    assert "not shown better on the same test rows" in decisions[0].reason and "needs p < 0.05" in decisions[0].reason
+    champion, better = masks(8_500, 250, 350)  # 100 rows (1 point) ahead: p ~ 3e-5
+    pointer, decisions = decide(champion_of("cnn2", champion), "run-c", {"cnn2": scored("cnn2", better)}, 0.002)
+    assert [(d.promoted, d.rule, d.b, d.c) for d in decisions] == [(True, "mcnemar", 250, 350)] * 2
+    assert decisions[0].p_value < 1e-3 and "better on the same test rows" in decisions[0].reason
+    entry = pointer["architectures"]["cnn2/report"]
+    assert entry["run_id"] == "run-c" and entry["family"] == "report" and entry["recipe_name"] == "report"
+    assert entry["test_outcomes"]["rows_sha256"] == ROWS_SHA  # the next challenger is paired with it
+    assert entry["promotion"] == {"rule": "mcnemar", "over_run": "champ", "b": 250, "c": 350,
+                                  "p_value": decisions[0].p_value, "alpha": 0.05}
+
+
+def test_the_gate_is_not_the_margin():
+    """25 rows ahead on 650 discordant rows passes the old 20-row margin but is noise (p ~ 0.17); 15 rows ahead
+    with no row lost is far beyond noise (p = 2^-15) though under the margin."""
+    champion, noisy = masks(8_000, 300, 325)
+    decision = decide(champion_of("mlp1", champion), "run-b", {"mlp1": scored("mlp1", noisy)}, 0.002)[1][0]
+    assert not decision.promoted and 0.1 < decision.p_value < 0.25
+    champion, clean = masks(8_000, 0, 15)
+    decision = decide(champion_of("mlp1", champion), "run-b", {"mlp1": scored("mlp1", clean)}, 0.002)[1][0]
+    assert decision.promoted and decision.p_value == 2.0 ** -15
+
+
+def test_the_level_is_the_promotion_alpha():
+    champion, challenger = masks(8_000, 300, 350)  # p (one-sided) ~ 0.027
+    pointer = champion_of("mlp1", champion)
+    assert decide(pointer, "run-b", {"mlp1": scored("mlp1", challenger)}, 0.002, alpha=0.05)[1][0].promoted
+    assert not decide(pointer, "run-b", {"mlp1": scored("mlp1", challenger)}, 0.002, alpha=0.01)[1][0].promoted
+
+
+@pytest.mark.parametrize(("champion_entry_change", "challenger_change", "why"), [
+    (lambda e: e.pop("test_outcomes"), lambda m: m, "the champion's entry has no per-image outcomes"),
+    (lambda e: e, lambda m: m.pop("test_outcomes"), "this model has no per-image outcomes"),
+    (lambda e: e, lambda m: m.update(test_outcomes=outcomes_record(np.ones(10_000, bool), "b" * 64)),
+     "per-image outcomes that disagree with its test accuracy"),
+    (lambda e: e, lambda m: m["test_outcomes"].update(rows_sha256="b" * 64), "tested on different test rows"),
+    (lambda e: e["test_outcomes"].update(correct="%%%"), lambda m: m, "unreadable per-image outcomes"),
+])
+def test_without_two_outcomes_on_the_same_rows_the_margin_rule_decides_and_says_why(champion_entry_change,
+                                                                                    challenger_change, why):
+    champion, challenger = masks(8_000, 0, 30)  # 30 rows ahead: the margin (20 rows) promotes it
+    pointer = champion_of("mlp1", champion)
+    champion_entry_change(pointer["architectures"]["mlp1/report"])
+    candidate = scored("mlp1", challenger)
+    challenger_change(candidate)
+    decision = decide(pointer, "run-b", {"mlp1": candidate}, 0.002)[1][0]
+    assert decision.promoted and decision.rule == "margin" and decision.p_value is None
+    assert why in decision.reason and "so the margin rule decides: 20 rows (0.20 points)" in decision.reason
+
+
+def test_report_and_searched_recipes_hold_separate_slots_and_one_overall():
+    """Issue 17: after a search winner (93.03%) took cnn2, a nightly report-recipe run (92.90%) was refused for cnn2
+    for ever. Now it takes cnn2/report; the overall slot stays the searched model's (the report run is worse)."""
+    searched, report = masks(9_200, 103, 90)
+    pointer = champion_of("cnn2", searched, recipe_name="search")
+    assert list(pointer["architectures"]) == ["cnn2/searched"] and pointer["overall"]["family"] == "searched"
+    pointer, decisions = decide(pointer, "nightly", {"cnn2": scored("cnn2", report)}, 0.002)
+    assert [(d.slot, d.promoted) for d in decisions] == [("cnn2/report", True), ("overall", False)]
+    assert pointer["architectures"]["cnn2/report"]["run_id"] == "nightly"
+    assert pointer["architectures"]["cnn2/searched"]["run_id"] == "champ" and pointer["overall"]["run_id"] == "champ"
+    best = scored("cnn2", report, recipe_name="best")  # `fmnist run --recipe best`: the searched family
+    assert decide(pointer, "best-run", {"cnn2": best}, 0.002)[1][0].slot == "cnn2/searched"
+
+
+def test_champion_table_shows_family_accuracy_as_tested_and_the_figures(store):
+    champion, better = masks(8_500, 250, 350)
+    promote(store, "run-a", {"cnn2": scored("cnn2", champion, recipe_name="search")}, margin=0.002)
+    promote(store, "run-b", {"cnn2": scored("cnn2", better, recipe_name="best")}, margin=0.002, alpha=0.05)
+    table = champions_table(store.uri, read_champions(store))
+    assert "test accuracy as tested when promoted" in table and "biased up" in table
+    row = next(line for line in table.splitlines() if line.startswith("| cnn2/searched |"))
+    assert "| searched (best) | 88.50% | McNemar over run run-a: b = 250, c = 350, one-sided p = " in row
+    assert "| run-b | runs/run-b/cnn2/model.keras |" in row
+    markdown = decisions_markdown(promote(store, "run-c", {"cnn2": scored("cnn2", better)}, margin=0.002))
+    assert "| slot | promoted | b | c | p (McNemar, one-sided) | reason |" in markdown
+    assert "| overall | no | 0 | 0 | 1 | " in markdown  # the same model's mask: no row differs

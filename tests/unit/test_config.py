@@ -27,6 +27,7 @@ BAD = {
     "max_failures": -1,
     "store_wait_s": -5,
     "promotion_margin": 2,
+    "promotion_alpha": 0,
     "ray_address": 5,
     "run_id": "../other-run",
     "recipe": "bestest",
@@ -35,7 +36,7 @@ BAD = {
 # What a user can type on the command line (strings only): the CLI options of those fields.
 CLI_BAD = {name: value for name, value in BAD.items() if not isinstance(value, (int, float, list, dict))} | {
     "max_epochs": "-1", "gpus_per_trial": "1.5", "train_rows": "fifty", "architectures": "baseline,cnn3",
-    "promotion_margin": "2", "cpus_per_trial": "0"}
+    "promotion_margin": "2", "promotion_alpha": "0.9", "cpus_per_trial": "0"}
 
 
 def test_every_field_has_a_bad_value_here():
