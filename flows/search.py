@@ -25,7 +25,7 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
         run = with_prepared_dataset(run)
         rows = search(run)
         create_table_artifact(table=leaderboard_table(rows), key="fmnist-search-leaderboard",
-                              description=f"Search {run.run_id}: every trial, best validation accuracy first")
+                              description=f"Search {run.run_id}: every trial, best final-epoch validation accuracy first")
         winners = retrain(run, rows)
         decisions = promote_champions(run, winners)
         result = report_search(run, rows, winners, decisions)

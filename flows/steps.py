@@ -183,7 +183,8 @@ def search(run: Run) -> list[dict]:
 
 @once
 def retrain(run: Run, rows: list[dict]) -> dict[str, dict]:
-    """The winners (best validation accuracy) retrained with several seeds, each tested once."""
+    """The winners (best final-epoch validation accuracy) retrained with seeds other than the search's, each tested
+    once."""
     with signals_unwrapped_from_ray():
         return retrain_winners(run, winners_of(rows), progress=get_run_logger().info)
 
@@ -198,13 +199,16 @@ def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decision
     recipes_note = (", ".join(f"{arch} {'stored' if kept else 'kept the stored one (better validation accuracy)'}"
                               for arch, kept in stored.items()) if recipes_comparable(config)
                     else f"none stored: the search ran on other rows than preset '{config.preset}'s")
-    note = (f"Protocol: {config.protocol()}; {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped "
-            f"early by ASHA; leaderboard {run.store.url_for(run.paths.leaderboard_json)}. "
+    new = [row for row in rows if row.get("new", True)]  # the others: earlier searches' trials it started from
+    warm = f", started from {len(rows) - len(new)} trials of earlier searches" if len(new) < len(rows) else ""
+    note = (f"Protocol: {config.protocol()}; {len(new)} trials, {sum(r['stopped_early'] for r in new)} stopped "
+            f"early by ASHA{warm}; leaderboard {run.store.url_for(run.paths.leaderboard_json)}. "
             f"Recipes: {recipes_note}. Dataset version {run.dataset_version}; code {code_version()}.")
     markdown = search_table_markdown(run.run_id, table, note) + "\n" + decisions_markdown(decisions)
     summary = {"run_id": run.run_id, "kind": "search", "dataset_version": run.dataset_version,
                "protocol": config.protocol(), "table1": table, "metrics": winners, "recipes_stored": stored,
-               "trials": len(rows), "champion_decisions": decisions_json(decisions)}
+               "trials": len(new), "warm_start_trials": len(rows) - len(new),
+               "champion_decisions": decisions_json(decisions)}
     run.store.put_bytes(run.paths.summary_json, json.dumps(summary, indent=2).encode())
     run.store.put_bytes(run.paths.summary_md, markdown.encode())
     run.store.put_bytes(run.paths.record, json.dumps(run_record(run, time.time(), cluster_summary()), indent=2).encode())

@@ -271,7 +271,10 @@ def seconds_of(value: Any) -> Any:
 
 
 # The search's own preset values, filled like PRESETS: a quick search is a few recipes on the quick rows.
-SEARCH_PRESETS: dict[str, dict[str, int]] = {"full": {"num_samples": 16}, "quick": {"num_samples": 6}}
+# The search's own preset fields, filled when empty. Quick's grace period is 1 so that ASHA has a rung (epoch 1)
+# below its 2 epochs: with the full preset's 2, the only rung would be the last epoch and nothing would be stopped.
+SEARCH_PRESETS: dict[str, dict[str, int]] = {"full": {"num_samples": 16, "grace_period": 2},
+                                             "quick": {"num_samples": 6, "grace_period": 1}}
 
 
 class SearchConfig(PipelineConfig):
@@ -288,21 +291,28 @@ class SearchConfig(PipelineConfig):
                     "search ends cleanly with the trials it has, and the winners are retrained (empty: no limit).")
     scheduler: Literal["asha", "fifo"] = Field(
         "asha", description="'asha' stops poor recipes after a few epochs; 'fifo' trains every recipe to its budget.")
-    grace_period: int = Field(2, ge=1, le=10_000, description="ASHA: epochs every trial gets before it can be stopped.")
+    grace_period: int | None = Field(
+        None, ge=1, le=10_000,
+        description="ASHA: epochs every trial gets before it can be stopped (empty: the preset's, full 2, quick 1).")
     reduction_factor: float = Field(3.0, ge=1.5, le=100, description="ASHA: keep the top 1/reduction_factor at each rung.")
     max_concurrent: int | None = Field(
         None, ge=1, le=10_000, description="Trials at once (empty: as many as the cluster's CPUs and GPUs hold).")
     seeds: int = Field(3, ge=1, le=20, description="Each architecture's winning recipe is retrained with this many "
-                                                   "seeds (seed, seed+1, …); Table 1 gives their mean ± std.")
+                                                   "seeds (seed+1, seed+2, …: not the search's own seed); Table 1 "
+                                                   "gives their mean ± std.")
+    warm_start: bool = Field(
+        True, description="Hand TPE the trials of this store's earlier searches of the same preset, rows and epochs "
+                          "before it proposes (false: a fresh search; CLI --no-warm-start).")
 
     @model_validator(mode="before")
     @classmethod
     def _apply_search_preset(cls, data: Any) -> Any:
-        """As the run's preset: fill num_samples when it is empty (the UI form sends null for an untouched field)."""
-        if isinstance(data, dict) and data.get("num_samples") is None:
-            preset = data.get("preset") or "full"
-            return {**data, "num_samples": SEARCH_PRESETS.get(preset, SEARCH_PRESETS["full"])["num_samples"]}
-        return data
+        """As the run's preset: fill num_samples and grace_period when empty (the UI form sends null for an
+        untouched field)."""
+        if not isinstance(data, dict):
+            return data
+        preset = SEARCH_PRESETS.get(data.get("preset") or "full", SEARCH_PRESETS["full"])
+        return {**data, **{name: value for name, value in preset.items() if data.get(name) is None}}
 
     @field_validator("time_budget", mode="before")
     @classmethod
@@ -310,10 +320,11 @@ class SearchConfig(PipelineConfig):
         return seconds_of(value)
 
     def form_parameters(self) -> dict[str, Any]:
-        """As PipelineConfig's, with num_samples left empty too where it is the preset's."""
+        """As PipelineConfig's, with num_samples and grace_period left empty too where they are the preset's."""
         values = super().form_parameters()
-        if self.num_samples == SEARCH_PRESETS[self.preset]["num_samples"]:
-            values["num_samples"] = None
+        for name, value in SEARCH_PRESETS[self.preset].items():
+            if getattr(self, name) == value:
+                values[name] = None
         return values
 
 

@@ -186,7 +186,10 @@ def keep_if_better(store: "Store", preset: str, architecture: str, record: dict,
     key = recipe_key(preset, architecture)
     for _ in range(attempts):
         data, token = store.read_versioned(key)
-        current = _parse_best(store, key, data).val_accuracy_mean if data else None
+        stored = _parse_best(store, key, data) if data else None
+        current = stored.val_accuracy_mean if stored else None
+        if stored is not None and (stored.model_extra or {}).get("val_accuracy_of") != record.get("val_accuracy_of"):
+            current = None  # measured another way (older searches: a maximum over epochs, which ran high): replaced
         if current is not None and current >= record["val_accuracy_mean"]:
             return False
         stamped = {**record, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -382,6 +382,7 @@ def summarize(spec: TrialSpec, model, history: list[dict], data: TrialData, resu
         "train_accuracy": history[-1]["accuracy"],  # the last epoch's, as the report gives it
         "best_val_accuracy": best["val_accuracy"],
         "best_epoch": best["epoch"],
+        "final_val_accuracy": history[-1]["val_accuracy"],  # the model tested is this epoch's (no best-weight restore)
         **evaluate(model, data, spec.eval_batch_size),
         "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
         "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only

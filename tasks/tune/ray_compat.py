@@ -8,6 +8,7 @@ instead of a trial failing hours into a run. The pins in pyproject.toml name the
 from __future__ import annotations
 
 import importlib
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -26,7 +27,10 @@ _NEEDED = (
     ("ray._private.worker", "_global_node"),
     ("ray.train._internal.session", "_TrainingResult"),
     ("ray._raylet", "AuthenticationTokenLoader"),
+    ("ray.tune.search.optuna.optuna_search", "OptunaSearch"),
 )
+# Private attributes of an OptunaSearch instance that TruthfulOptunaSearch (below) reads; checked on an instance.
+_OPTUNA_SEARCH_ATTRIBUTES = ("_ot_trials", "_ot_study", "_completed_trials", "_space", "_metric")
 
 
 def _check() -> None:
@@ -39,6 +43,11 @@ def _check() -> None:
             continue
         if not hasattr(module, attribute):
             missing.append(f"{module_name}.{attribute}")
+    if not missing:
+        from ray.tune.search.optuna.optuna_search import OptunaSearch
+
+        made = OptunaSearch()  # no space: nothing is set up, only the attributes exist
+        missing += [f"OptunaSearch().{name}" for name in _OPTUNA_SEARCH_ATTRIBUTES if not hasattr(made, name)]
     if missing:
         raise IncompatibleVersion(f"Ray {version('ray')} lacks {', '.join(missing)}, which this project uses "
                                   f"(tested with Ray {TESTED_WITH}); install the version pyproject.toml pins")
@@ -135,3 +144,87 @@ def point_trial_at_checkpoint(trial: Any, path: str, epochs: int, index: int, na
     trial.storage.current_checkpoint_index = index
     trial.run_metadata.invalidate_cache()
     trial.invalidate_json_state()
+
+
+# --- Optuna told the truth about trials a scheduler stopped, and about earlier searches -----------------------------
+
+from dataclasses import dataclass  # noqa: E402  (kept beside the one class that needs it)
+
+from ray.tune.search.optuna.optuna_search import OptunaSearch  # noqa: E402  (checked by _check above)
+
+
+@dataclass(frozen=True)
+class PastTrial:
+    """A trial of an earlier search, handed to TPE before it proposes anything: its sampled values under the
+    searcher's flattened names (e.g. 'recipe/learning_rate'), its metric at its last epoch, and whether it ended
+    there because it was stopped (pruned) rather than at the end of its budget."""
+
+    params: dict[str, Any]
+    value: float
+    step: int
+    pruned: bool
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, with two corrections.
+
+    1. A trial stopped before its last epoch (by ASHA, or by the time budget) is told to Optuna as PRUNED, with its
+       per-epoch values as intermediate values. Ray 2.60 tells it as COMPLETE with the metric of the epoch it was
+       stopped at (optuna_search.py, on_trial_complete), so TPE would learn that a rung's early number is a final
+       one. A trial's own report says whether it ended at its last epoch: `finished_key`, True on that epoch only.
+    2. `past_trials` (earlier searches' trials of the same space) are added to the study once the space is known,
+       as COMPLETE or PRUNED with their intermediate value at their last epoch. Ray's `evaluated_rewards` would
+       add them all as COMPLETE, and takes the points under their nested names, which a space given through
+       Tune's param_space does not know before set_search_properties.
+    """
+
+    def __init__(self, *, sampler: Any, finished_key: str, past_trials: list[PastTrial] | tuple = ()) -> None:
+        super().__init__(sampler=sampler)
+        self.finished_key = finished_key
+        self.past_trials = list(past_trials)
+        self.past_trials_added = 0  # how many past trials fitted this space (the others are left out)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        done = super().set_search_properties(metric, mode, config, **spec)
+        if done:
+            self.past_trials_added = sum(self._add_past_trial(trial) for trial in self.past_trials)
+        return done
+
+    def _add_past_trial(self, past: PastTrial) -> bool:
+        """Add one past trial if every value it has lies in this space (a space that changed since: left out)."""
+        import optuna
+
+        distributions = {name: self._space[name] for name in past.params if name in self._space}
+        if len(distributions) != len(past.params):
+            return False
+        try:
+            if not all(dist._contains(dist.to_internal_repr(past.params[name])) for name, dist in distributions.items()):
+                return False
+        except ValueError:  # a categorical value that is no longer a choice
+            return False
+        state = optuna.trial.TrialState.PRUNED if past.pruned else optuna.trial.TrialState.COMPLETE
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            state=state, value=past.value, params=past.params, distributions=distributions,
+            intermediate_values={past.step: past.value}))
+        return True
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        stopped = (not error and result is not None and not result.get(self.finished_key)
+                   and trial_id in self._ot_trials and trial_id not in self._completed_trials)
+        if not stopped:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        import optuna
+        from ray.tune.result import TRAINING_ITERATION
+
+        ot_trial = self._ot_trials[trial_id]
+        value, step = result.get(self._metric), result.get(TRAINING_ITERATION)
+        if value is not None and step is not None:
+            # Tune hands the result a scheduler stops a trial on to the searcher only here (tune_controller.py,
+            # _process_trial_result): record it as the last intermediate value, which Optuna keeps as the pruned
+            # trial's value. A step reported already is left as it was (Optuna warns; nothing is wrong).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ot_trial.report(value, step)
+        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)

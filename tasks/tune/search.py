@@ -1,14 +1,17 @@
 """`fmnist search`: Ray Tune searches each architecture's training recipe, then retrains the winners.
 
-Per architecture, one Tune experiment: Optuna's TPE proposes recipes (search_space, below) under a
-concurrency limit the cluster can hold, and ASHA stops the poor ones after a few epochs. The trials see train and
-validation rows only; each architecture's winner is the trial with the best validation accuracy. Only then are the
-test rows read: the winning recipe is retrained with several seeds, each model tested once, and Table 1 gives
-their mean ± standard deviation beside the report's single run. Driver-side code: no Prefect here.
+Per architecture, one Tune experiment: Optuna's TPE (seeded per seed, architecture and run id, and warm-started
+from the store's earlier searches) proposes recipes (search_space, below) under a concurrency limit the cluster can
+hold, and ASHA stops the poor ones after a few epochs, which TPE is told as pruned. The trials see train and
+validation rows only; each architecture's winner is the trial with the best final-epoch validation accuracy among
+those that trained their whole budget. Only then are the test rows read: the winning recipe is retrained with
+seeds other than the search's, each model tested once, and Table 1 gives their mean ± standard deviation beside the
+report's single run. Driver-side code: no Prefect here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -21,7 +24,8 @@ from tasks.errors import PipelineError
 from tasks.tune.cluster import connect_ray
 from tasks.tune.fanout import Experiment, fit_or_explain, make_tuner, trial_spec
 from tasks.tune.progress import live_progress_enabled, trial_progress_callback
-from tasks.model.recipes import Recipe, keep_if_better, parse_recipe, recipe_from_sample, report_recipe
+from tasks.tune.ray_compat import PastTrial, TruthfulOptunaSearch
+from tasks.model.recipes import Recipe, RecipeKept, keep_if_better, parse_recipe, recipe_from_sample, report_recipe
 from tasks.keys import RunPaths
 from tasks.data.shards import load_split
 from tasks.data.store import Store
@@ -30,7 +34,15 @@ from tasks.runs.run import Run
 from tasks.progress import Progress
 
 METRIC, MODE = "val_accuracy", "max"
+FINISHED = "finished"  # a search trial's report says True on its last epoch only (tasks.model.training.train_trial)
+MAX_PAST_TRIALS = 500  # per architecture, the newest leaderboards first: TPE's cost grows with its history
 ARTIFACT_FILES = ("model.keras", "history.csv", "curves.png", "confusion.png")  # metrics.json is published last
+
+
+# What a stored recipe's val_accuracy_mean measures (recipes/<preset>/<arch>.json): the retrain seeds' mean of their
+# last epoch's validation accuracy, seeds other than the search's. Records without it measured the maximum over
+# epochs, the first seed being the winning trial itself: a number that ran high.
+VAL_ACCURACY_OF = "final epoch, retrain seeds disjoint from the search's"
 
 
 class SearchError(PipelineError):
@@ -44,8 +56,12 @@ def epoch_budgets(max_epochs: int) -> list[int]:
     return sorted({max(1, max_epochs // 4), max(1, max_epochs // 2), max_epochs})
 
 
-def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
-    """Ray Tune distributions over the recipe; the layers stay the architecture's own."""
+def search_space(architecture: str, max_epochs: int, scheduler: str = "asha") -> dict[str, Any]:
+    """Ray Tune distributions over the recipe; the layers stay the architecture's own.
+
+    The epoch budget is searched under FIFO only. Under ASHA every trial's budget is max_epochs, ASHA's max_t: the
+    schedules (cosine, one-cycle) span the budget, so with budgets of their own ASHA's rungs would compare trials at
+    different points of their schedules and favour the short ones."""
     from ray import tune
 
     space: dict[str, Any] = {
@@ -56,7 +72,7 @@ def search_space(architecture: str, max_epochs: int) -> dict[str, Any]:
         "schedule": tune.choice(["constant", "cosine", "one_cycle"]),
         "label_smoothing": tune.uniform(0.0, 0.15),
         "augmentation": tune.choice(["none", "shift", "shift_flip"]),
-        "epochs": tune.choice(epoch_budgets(max_epochs)),
+        "epochs": tune.choice(epoch_budgets(max_epochs)) if scheduler == "fifo" else max_epochs,
     }
     if ARCHITECTURES[architecture].dropout is not None:  # the layer list is fixed; its dropout rate is a recipe knob
         space["dropout"] = tune.uniform(0.0, 0.6)
@@ -109,6 +125,13 @@ def startup_trials(num_samples: int) -> int:
     return min(10, max(3, num_samples // 3))
 
 
+def tpe_seed(seed: int, architecture: str, run_id: str) -> int:
+    """TPE's seed for one architecture's search: drawn from (seed, architecture, run id), so that two architectures,
+    or two nights with the same --seed, do not open with the same recipes, and the same three give the same ones."""
+    digest = hashlib.sha256(f"{seed}/{architecture}/{run_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")  # numpy's RandomState, which Optuna seeds, takes < 2**32
+
+
 def tpe_sampler(num_samples: int, seed: int):
     """Optuna's TPE, seeded (the same proposals for the same results), with a start-up sized to the budget."""
     import optuna
@@ -116,31 +139,92 @@ def tpe_sampler(num_samples: int, seed: int):
     return optuna.samplers.TPESampler(n_startup_trials=startup_trials(num_samples), seed=seed)
 
 
+# --- warm start: the trials of earlier searches in the same store ------------------------------------------------------
+
+def warm_start_compatible(past: dict[str, Any], config: SearchConfig) -> bool:
+    """Whether an earlier search's trials measured what this one measures: the same preset, rows, epoch bound and
+    patience (the stored config.json of that search)."""
+    return past.get("kind") == "search" and all(
+        past.get(name) == getattr(config, name) for name in ("preset", "train_rows", "max_epochs", "patience"))
+
+
+def past_search_rows(store: Store, config: SearchConfig, run_id: str) -> list[dict]:
+    """The new trials (not their own warm start) of every earlier compatible search's leaderboard in this store,
+    newest leaderboard first, each row given the run id it came from."""
+    found: list[tuple[float, list[dict]]] = []
+    for prefix in store.list_prefixes("runs/"):
+        other = prefix[len("runs/"):-1]
+        paths = RunPaths(other)
+        if other == run_id or not store.exists(paths.leaderboard_json) or not store.exists(paths.config):
+            continue
+        try:
+            past_config = json.loads(store.get_bytes(paths.config))
+            rows = json.loads(store.get_bytes(paths.leaderboard_json))
+        except (ValueError, PipelineError):
+            continue  # unreadable: a warm start is a help, never a reason to fail
+        if warm_start_compatible(past_config, config) and isinstance(rows, list):
+            found.append((store.modified_at(paths.leaderboard_json) or 0.0,
+                          [{**row, "run_id": other} for row in rows if isinstance(row, dict) and row.get("new")]))
+    return [row for _, rows in sorted(found, key=lambda item: -item[0]) for row in rows]
+
+
+def past_trial(row: dict, config: SearchConfig) -> PastTrial | None:
+    """A past leaderboard row as the searcher's trial, or None where it cannot inform this search: it failed, it
+    predates final-epoch validation accuracy in the leaderboard, or (under ASHA) its budget was not max_epochs."""
+    if row.get("ended") == "failed" or "val_accuracy" not in row:
+        return None
+    recipe = dict(row["config"])
+    if config.scheduler == "asha" and recipe.get("epochs") != config.max_epochs:
+        return None  # another schedule horizon: its numbers are not this search's
+    if config.scheduler == "asha":
+        recipe.pop("epochs")  # not searched: a constant of the space
+    if recipe.get("optimizer") == "adam":
+        recipe.pop("weight_decay", None)  # stored as 0 (no meaning for Adam): the sampled value is unknown
+    params = {f"recipe/{name}": value for name, value in recipe.items() if value is not None}
+    return PastTrial(params=params, value=float(row["val_accuracy"]), step=int(row["epochs"]),
+                     pruned=row.get("ended") != "finished")
+
+
+def warm_start_rows(run: Run, architecture: str) -> list[dict]:
+    """The earlier trials this architecture's search starts from (none with --no-warm-start), newest first."""
+    if not run.config.warm_start:
+        return []
+    rows = [row for row in past_search_rows(run.store, run.config, run.run_id) if row.get("architecture") == architecture]
+    return [row for row in rows if past_trial(row, run.config) is not None][:MAX_PAST_TRIALS]
+
+
+def make_searcher(config: SearchConfig, architecture: str, run_id: str, past: list[dict]) -> TruthfulOptunaSearch:
+    """TPE seeded for this architecture and run, told stopped trials as pruned, starting from `past` trials."""
+    trials = [trial for trial in (past_trial(row, config) for row in past) if trial is not None]
+    return TruthfulOptunaSearch(sampler=tpe_sampler(config.num_samples, tpe_seed(config.seed, architecture, run_id)),
+                                finished_key=FINISHED, past_trials=trials)
+
+
 def search_experiment(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
-                      time_budget_s: float | None):
-    """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (experiment, scheduler)."""
+                      time_budget_s: float | None, past: list[dict] | None = None):
+    """One architecture's experiment under runs/<run_id>/search/<architecture>; returns (experiment, scheduler,
+    searcher)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     config = run.config
     scheduler = make_scheduler(config)
-    searcher = ConcurrencyLimiter(OptunaSearch(sampler=tpe_sampler(config.num_samples, config.seed)),
-                                  max_concurrent=config.max_concurrent or default_concurrency(config))
+    optuna_search = make_searcher(config, architecture, run.run_id, past or [])
+    searcher = ConcurrencyLimiter(optuna_search, max_concurrent=config.max_concurrent or default_concurrency(config))
     name = f"search/{architecture}"
     # The base spec: its recipe's epochs are the search's bound; each trial's sampled recipe replaces it.
     base = trial_spec(run, name, architecture, report_recipe(config.batch_size, config.max_epochs), publish=False)
     tune_config = tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
                                   num_samples=config.num_samples, time_budget_s=time_budget_s)
-    return Experiment(name, [base], {"train": train_rows}, search_space(architecture, config.max_epochs),
-                      tune_config), scheduler
+    return Experiment(name, [base], {"train": train_rows}, search_space(architecture, config.max_epochs, config.scheduler),
+                      tune_config), scheduler, optuna_search
 
 
 def how_it_ended(result, stopped_by_asha: set[str], budget_reached: bool) -> str:
     trial_id = result.metrics.get("trial_id")
     if result.error:
         return "failed"
-    if result.metrics.get("finished"):
+    if result.metrics.get(FINISHED):
         return "finished"
     if trial_id in stopped_by_asha:
         return "stopped by ASHA"
@@ -148,7 +232,8 @@ def how_it_ended(result, stopped_by_asha: set[str], budget_reached: bool) -> str
 
 
 def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budget_reached: bool) -> list[dict]:
-    """One object per trial that trained at least one epoch, best validation accuracy first."""
+    """One object per trial that trained at least one epoch, best final-epoch validation accuracy first; `new`: a
+    trial of this search (rows of earlier searches it was warm-started with say False, and their run_id)."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
@@ -160,11 +245,20 @@ def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budg
             "trial_id": metrics.get("trial_id"),
             "config": recipe_from_sample(result.config["recipe"]).model_dump(),
             "epochs": int(metrics["epoch"]),
-            "best_val_accuracy": float(metrics["best_val_accuracy"]),
+            "val_accuracy": float(metrics[METRIC]),  # its last epoch's: the model it would have ended with
+            "best_val_accuracy": float(metrics["best_val_accuracy"]),  # the maximum over epochs, for reference
             "stopped_early": ended == "stopped by ASHA",
             "ended": ended,
+            "new": True,
         })
-    return sorted(rows, key=lambda row: -row["best_val_accuracy"])
+    return sorted(rows, key=lambda row: -row["val_accuracy"])
+
+
+def past_leaderboard_rows(past: list[dict]) -> list[dict]:
+    """The earlier trials a search was warm-started with, as leaderboard rows marked not new, with their run id."""
+    fields = ("architecture", "trial_id", "config", "epochs", "val_accuracy", "best_val_accuracy", "stopped_early",
+              "ended")
+    return [{**{name: row.get(name) for name in fields}, "new": False, "run_id": row["run_id"]} for row in past]
 
 
 def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
@@ -173,8 +267,9 @@ def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarra
     progress(f"search {architecture}: {config.num_samples} recipes, {config.scheduler.upper()}"
              + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else ""))
     shown = trial_progress_callback(progress, live=live_progress_enabled())
+    past = warm_start_rows(run, architecture)
     with shown:  # on a terminal, the trials as a live table (plain lines elsewhere); stopped on any exit
-        experiment, scheduler = search_experiment(run, architecture, train_rows, time_budget_s)
+        experiment, scheduler, searcher = search_experiment(run, architecture, train_rows, time_budget_s, past)
         tuner = make_tuner(run, experiment, progress, progress_callback=shown)
         started = time.monotonic()
         results = fit_or_explain(tuner, run, tolerate_failures=True,
@@ -187,8 +282,9 @@ def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarra
                           + (f" ({len(errors)} failed: {str(errors[0]).splitlines()[-1][:300]})" if errors else
                              " before the time budget ran out; give --time-budget more time"))
     progress(f"search {architecture}: {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped early, best "
-             f"validation accuracy {100 * rows[0]['best_val_accuracy']:.2f}%")
-    return rows
+             f"final validation accuracy {100 * rows[0]['val_accuracy']:.2f}%"
+             + (f"; started from {searcher.past_trials_added} trials of earlier searches" if past else ""))
+    return rows + past_leaderboard_rows(past)
 
 
 def search(run: Run, progress: Progress = lambda _: None) -> list[dict]:
@@ -206,11 +302,15 @@ def search(run: Run, progress: Progress = lambda _: None) -> list[dict]:
 
 
 def winners_of(rows: list[dict]) -> dict[str, dict]:
-    """Each architecture's trial with the best validation accuracy (the test set plays no part)."""
+    """Each architecture's new trial with the best final-epoch validation accuracy among those that trained their
+    whole budget (or stopped early by patience), else among all its new trials (a time budget that stopped them
+    all). The final epoch's, not the best epoch's: the model retrained and tested is the last epoch's, and a maximum
+    over epochs runs high. The test set plays no part."""
     best: dict[str, dict] = {}
-    for row in rows:
-        if row["architecture"] not in best or row["best_val_accuracy"] > best[row["architecture"]]["best_val_accuracy"]:
-            best[row["architecture"]] = row
+    for architecture in dict.fromkeys(row["architecture"] for row in rows if row.get("new", True)):
+        own = [row for row in rows if row["architecture"] == architecture and row.get("new", True)]
+        finished = [row for row in own if row["ended"] == "finished"]
+        best[architecture] = max(finished or own, key=lambda row: row["val_accuracy"])
     return best
 
 
@@ -218,10 +318,13 @@ def winners_of(rows: list[dict]) -> dict[str, dict]:
 
 def leaderboard_markdown(run_id: str, rows: list[dict]) -> str:
     lines = [f"# Search {run_id}: leaderboard", "",
-             "| # | architecture | best val acc % | epochs | ended | recipe |", "|---:|---|---:|---:|---|---|"]
-    for rank, row in enumerate(sorted(rows, key=lambda r: (r["architecture"], -r["best_val_accuracy"])), 1):
-        lines.append(f"| {rank} | {row['architecture']} | {100 * row['best_val_accuracy']:.2f} | {row['epochs']} | "
-                     f"{row['ended']} | {Recipe(**row['config']).describe()} |")
+             "| # | architecture | final val acc % | best val acc % | epochs | ended | trial | recipe |",
+             "|---:|---|---:|---:|---:|---|---|---|"]
+    for rank, row in enumerate(sorted(rows, key=lambda r: (r["architecture"], not r.get("new", True), -r["val_accuracy"])), 1):
+        trial = "new" if row.get("new", True) else f"from {row['run_id']}"
+        lines.append(f"| {rank} | {row['architecture']} | {100 * row['val_accuracy']:.2f} | "
+                     f"{100 * row['best_val_accuracy']:.2f} | {row['epochs']} | {row['ended']} | {trial} | "
+                     f"{Recipe(**row['config']).describe()} |")
     return "\n".join(lines) + "\n"
 
 
@@ -240,11 +343,14 @@ def publish_leaderboard(store: Store, run_id: str, rows: list[dict]) -> None:
 # --- the winners, retrained with several seeds and tested once -------------------------------------------------------
 
 def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lambda _: None) -> dict[str, dict]:
-    """Each winner's recipe trained with seeds seed … seed+seeds-1 (one Tune trial each, through the run's own
-    trainable, so each is tested once and published under <arch>/seed-<n>/); then the seed with the best
-    validation accuracy becomes the architecture's model (<arch>/), its metrics.json giving all seeds."""
+    """Each winner's recipe trained with seeds seed+1 … seed+seeds (one Tune trial each, through the run's own
+    trainable, so each is tested once and published under <arch>/seed-<n>/); then the seed with the best final-epoch
+    validation accuracy becomes the architecture's model (<arch>/), its metrics.json giving all seeds.
+
+    Not the search's own seed: retrained with it, the winning recipe would repeat the winning trial exactly (the same
+    rows, order and initial weights), whose validation score is the very maximum that won the search."""
     config = run.config
-    seeds = [config.seed + offset for offset in range(config.seeds)]
+    seeds = retrain_seeds(config)
     specs = [trial_spec(run, "retrain", arch, parse_recipe(row["config"], f"the winning recipe of {arch}"), seed=seed,
                         artifact_name=RunPaths.seed_folder(arch, seed), recipe_name="search")
              for arch, row in winners.items() for seed in seeds]
@@ -259,19 +365,28 @@ def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lam
             for arch in winners}
 
 
+def retrain_seeds(config: SearchConfig) -> list[int]:
+    """The winners' seeds: seed+1 … seed+seeds, disjoint from the seed every search trial trained with."""
+    return [config.seed + offset for offset in range(1, config.seeds + 1)]
+
+
 def seed_statistics(per_seed: list[dict]) -> dict[str, Any]:
+    """Test accuracy mean ± std over the seeds, and the mean of their final-epoch validation accuracy (the model
+    tested is the last epoch's; a maximum over epochs would run high)."""
     test = np.array([m["test_accuracy"] for m in per_seed])
-    val = np.array([m["best_val_accuracy"] for m in per_seed])
-    return {"seeds": [{"seed": m["seed"], "epochs": m["epochs"], "best_val_accuracy": m["best_val_accuracy"],
-                       "test_accuracy": m["test_accuracy"]} for m in per_seed],
+    val = np.array([m["final_val_accuracy"] for m in per_seed])
+    return {"seeds": [{"seed": m["seed"], "epochs": m["epochs"], "final_val_accuracy": m["final_val_accuracy"],
+                       "best_val_accuracy": m["best_val_accuracy"], "test_accuracy": m["test_accuracy"]}
+                      for m in per_seed],
             "test_accuracy_mean": float(test.mean()),
             "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,  # sample std of the seeds
             "val_accuracy_mean": float(val.mean())}
 
 
 def publish_winner(store: Store, run_id: str, architecture: str, per_seed: list[dict]) -> dict:
-    """Copy the chosen seed's files to runs/<run_id>/<arch>/ (metrics.json last), with every seed's numbers."""
-    best = max(per_seed, key=lambda m: m["best_val_accuracy"])
+    """Copy the chosen seed's files (best final-epoch validation accuracy) to runs/<run_id>/<arch>/ (metrics.json
+    last), with every seed's numbers."""
+    best = max(per_seed, key=lambda m: m["final_val_accuracy"])
     paths = RunPaths(run_id)
     source, target = paths.model_prefix(RunPaths.seed_folder(architecture, best["seed"])), paths.model_prefix(architecture)
     for name in ARTIFACT_FILES:
@@ -322,13 +437,14 @@ def recipes_comparable(config: SearchConfig) -> bool:
     return config.train_rows == preset["train_rows"] and config.test_rows == preset["test_rows"]
 
 
-def store_recipes(store: Store, config: SearchConfig, run_id: str, winners: dict[str, dict]) -> dict[str, bool]:
+def store_recipes(store: Store, config: SearchConfig, run_id: str, winners: dict[str, dict]) -> dict[str, RecipeKept]:
     """Each winner's recipe into recipes/<preset>/<arch>.json where it beats the stored one on mean validation
-    accuracy; {arch: stored?}. Nothing is stored from a search on other rows than its preset's."""
+    accuracy; {arch: what keep_if_better did}. Nothing is stored from a search on other rows than its preset's."""
     if not recipes_comparable(config):
         return {}
     return {arch: keep_if_better(store, config.preset, arch, {
         "architecture": arch, "recipe": metrics["recipe"], "run_id": run_id,
-        "val_accuracy_mean": metrics["val_accuracy_mean"], "test_accuracy_mean": metrics["test_accuracy_mean"],
+        "val_accuracy_mean": metrics["val_accuracy_mean"], "val_accuracy_of": VAL_ACCURACY_OF,
+        "test_accuracy_mean": metrics["test_accuracy_mean"],
         "test_accuracy_std": metrics["test_accuracy_std"], "seeds": len(metrics["seeds"]),
         "test_rows": metrics["rows"]["test"]}) for arch, metrics in winners.items()}

@@ -12,6 +12,7 @@ import asyncio
 import json
 import uuid
 
+import optuna
 import pytest
 
 import flows.steps
@@ -24,7 +25,8 @@ from tasks.data.store import open_store
 from tasks.model.training import to_model_input
 
 pytestmark = pytest.mark.slow
-LEADERBOARD_FIELDS = {"architecture", "trial_id", "config", "epochs", "best_val_accuracy", "stopped_early", "ended"}
+LEADERBOARD_FIELDS = {"architecture", "trial_id", "config", "epochs", "val_accuracy", "best_val_accuracy",
+                      "stopped_early", "ended", "new"}
 RECIPE_FIELDS = {"learning_rate", "batch_size", "optimizer", "weight_decay", "schedule", "label_smoothing",
                  "augmentation", "dropout", "epochs"}
 
@@ -61,6 +63,7 @@ def test_the_leaderboard_lists_every_trial_and_asha_stopped_some(quick_search):
     assert len(rows) == 12 and all(set(row) == LEADERBOARD_FIELDS for row in rows)
     assert sorted({row["architecture"] for row in rows}) == ["baseline", "mlp1"]
     assert all(set(row["config"]) == RECIPE_FIELDS and 1 <= row["epochs"] <= 4 for row in rows)
+    assert all(row["config"]["epochs"] == 4 and row["new"] for row in rows)  # under ASHA the budget is max_t
     assert len({row["trial_id"] for row in rows}) == 12
     stopped = [row for row in rows if row["stopped_early"]]
     assert stopped and all(row["ended"] == "stopped by ASHA" and row["epochs"] < row["config"]["epochs"] for row in stopped)
@@ -71,11 +74,13 @@ def test_the_leaderboard_lists_every_trial_and_asha_stopped_some(quick_search):
 def test_winners_are_chosen_on_validation_retrained_with_seeds_and_loadable(quick_search, tmp_path):
     store, _, rows = quick_search
     for arch in ("baseline", "mlp1"):
-        winner = max((row for row in rows if row["architecture"] == arch), key=lambda row: row["best_val_accuracy"])
+        finished = [row for row in rows if row["architecture"] == arch and row["ended"] == "finished"]
+        winner = max(finished, key=lambda row: row["val_accuracy"])  # the final epoch's, of a whole budget
         metrics = json.loads(store.get_bytes(f"runs/search-e2e/{arch}/metrics.json"))
         assert metrics["recipe"] == winner["config"] and metrics["recipe_name"] == "search"
-        assert [s["seed"] for s in metrics["seeds"]] == [0, 1]
-        assert metrics["chosen_seed"] == max(metrics["seeds"], key=lambda s: s["best_val_accuracy"])["seed"]
+        assert [s["seed"] for s in metrics["seeds"]] == [1, 2]  # not the search's seed 0
+        assert metrics["chosen_seed"] == max(metrics["seeds"], key=lambda s: s["final_val_accuracy"])["seed"]
+        assert metrics["val_accuracy_mean"] == pytest.approx(sum(s["final_val_accuracy"] for s in metrics["seeds"]) / 2)
         tests = [s["test_accuracy"] for s in metrics["seeds"]]
         assert metrics["test_accuracy_mean"] == pytest.approx(sum(tests) / 2)
         for name in ("model.keras", "history.csv", "curves.png", "confusion.png"):
@@ -105,6 +110,7 @@ def test_table1_summary_recipes_and_the_prefect_artifacts(quick_search, prefect_
     for arch in ("baseline", "mlp1"):  # the quick preset's rows: kept as the quick preset's best recipes
         stored = json.loads(store.get_bytes(f"recipes/quick/{arch}.json"))
         assert stored["run_id"] == "search-e2e" and stored["recipe"] == summary["metrics"][arch]["recipe"]
+        assert stored["val_accuracy_of"] == "final epoch, retrain seeds disjoint from the search's"
 
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -177,3 +183,61 @@ def test_the_search_runs_from_the_prefect_ui_form(prefect_api, tmp_path, monkeyp
     (leaderboard,) = store.glob("runs/*/search/leaderboard.json")
     assert len(json.loads(leaderboard.read_text())) == 2
     assert {a.key for a in artifacts} == {"fmnist-search-leaderboard", "fmnist-search-table1", "fmnist-search-summary"}
+
+
+# --- the quick preset as it is: ASHA prunes, Optuna is told so, and a second night starts from the first ------------
+
+def optuna_study_of(experiment) -> tuple[dict[str, optuna.trial.FrozenTrial], list[optuna.trial.FrozenTrial]]:
+    """The Optuna study as Tune saved it with the search's experiment (searcher-state-*.pkl): each Tune trial's
+    Optuna trial, and every trial of the study (warm-start ones first)."""
+    from tasks.tune.ray_compat import TruthfulOptunaSearch
+
+    searcher = TruthfulOptunaSearch(sampler=None, finished_key="finished")
+    searcher.restore_from_dir(str(experiment))
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    return {tid: trials[ot_trial.number] for tid, ot_trial in searcher._ot_trials.items()}, trials
+
+
+@pytest.fixture(scope="module")
+def two_nights(prefect_api, ray_local, tmp_path_factory):
+    """Two quick searches of baseline in one store, as typed (the quick preset: 2 epochs, ASHA's rung at epoch 1),
+    then a third with --no-warm-start."""
+    store = tmp_path_factory.mktemp("nights") / "store"
+    common = ["search", "--preset", "quick", "--architectures", "baseline", "--seeds", "1", "--store", str(store)]
+    for night in ("night-1", "night-2"):
+        assert main([*common, "--run-id", night]) == 0
+    assert main([*common, "--run-id", "fresh", "--num-samples", "2", "--no-warm-start"]) == 0
+    return store
+
+
+def leaderboard_of(store, run_id: str) -> list[dict]:
+    return json.loads((store / f"runs/{run_id}/search/leaderboard.json").read_text())
+
+
+def test_the_quick_search_prunes_and_optuna_sees_the_cut_trials_as_pruned(two_nights):
+    rows = leaderboard_of(two_nights, "night-1")
+    cut = [row for row in rows if row["stopped_early"]]
+    assert len(rows) == 6 and cut and all(row["epochs"] == 1 and row["config"]["epochs"] == 2 for row in cut)
+    by_trial, trials = optuna_study_of(two_nights / "runs/night-1/search/baseline")
+    assert len(trials) == 6
+    for row in rows:
+        told = by_trial[row["trial_id"]]
+        if row["stopped_early"]:
+            assert told.state == optuna.trial.TrialState.PRUNED and told.last_step == 1
+        else:
+            assert told.state == optuna.trial.TrialState.COMPLETE and told.value == pytest.approx(row["val_accuracy"])
+
+
+def test_a_second_night_starts_from_the_first_and_the_leaderboard_says_which_trials_were_new(two_nights):
+    first, second = leaderboard_of(two_nights, "night-1"), leaderboard_of(two_nights, "night-2")
+    new, old = [row for row in second if row["new"]], [row for row in second if not row["new"]]
+    assert len(new) == 6 and {row["run_id"] for row in old} == {"night-1"}
+    assert sorted(row["trial_id"] for row in old) == sorted(row["trial_id"] for row in first)
+    _, trials = optuna_study_of(two_nights / "runs/night-2/search/baseline")
+    assert len(trials) == 12  # night 1's six, added before the first proposal, then six new ones
+    assert [t.state for t in trials[:6]].count(optuna.trial.TrialState.PRUNED) == sum(r["stopped_early"] for r in first)
+    proposals = [{k: v for k, v in row["config"].items()} for row in new]
+    assert not any(p in [row["config"] for row in first] for p in proposals)  # it spent its samples on new recipes
+    assert "from night-1" in (two_nights / "runs/night-2/search/leaderboard.md").read_text()
+    fresh = leaderboard_of(two_nights, "fresh")
+    assert len(fresh) == 2 and all(row["new"] for row in fresh)  # --no-warm-start: nothing carried over
