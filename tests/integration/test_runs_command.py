@@ -21,6 +21,21 @@ from tests.unit.test_runs_command import runs
 SECOND, UNFINISHED, RUNNING = "20301231-235959-abcdef", "my-unfinished-run", "20200101-000000-123456"
 
 
+def _moved(metrics: dict, lost: int, gained: int) -> dict:
+    """The metrics of a model that got `lost` of the rows this one got right wrong, and `gained` of its wrong rows
+    right: its accuracy and its per-image outcomes move together, so compare pairs them (b = lost, c = gained)."""
+    import numpy as np
+
+    from tasks.runs.paired import outcomes_record, read_outcomes
+
+    outcomes = read_outcomes(metrics["test_outcomes"])
+    correct = outcomes.correct.copy()
+    correct[np.flatnonzero(correct)[:lost]] = False
+    correct[np.flatnonzero(~outcomes.correct)[:gained]] = True
+    return {**metrics, "test_accuracy": float(correct.mean()),
+            "test_outcomes": outcomes_record(correct, outcomes.rows_sha256)}
+
+
 def _populate(store: Store) -> None:
     """The trained run, its champion pointer, and the three runs above (metadata only)."""
     source = trained_folder() / "artifacts"
@@ -28,12 +43,12 @@ def _populate(store: Store) -> None:
     run = trained_run_id()
     config = json.loads(store.get_bytes(f"runs/{run}/config.json"))
     metrics = json.loads(store.get_bytes(f"runs/{run}/baseline/metrics.json"))
-    # SECOND: baseline + 2.00 points (200 rows: beyond 2 SE), mlp1 there only (not comparable with the first).
+    # SECOND: baseline + 2.00 points (250 rows gained, 50 lost: beyond noise), mlp1 there only (not comparable).
     store.put_bytes(f"runs/{SECOND}/config.json",
                     json.dumps({**config, "run_id": SECOND, "architectures": ["baseline", "mlp1"],
                                 "recipe": "wide"}).encode())
     store.put_bytes(f"runs/{SECOND}/baseline/metrics.json",
-                    json.dumps({**metrics, "test_accuracy": metrics["test_accuracy"] + 0.02}).encode())
+                    json.dumps(_moved(metrics, lost=50, gained=250)).encode())
     store.put_bytes(f"runs/{SECOND}/mlp1/metrics.json",
                     json.dumps({**metrics, "architecture": "mlp1", "test_accuracy": 0.8}).encode())
     store.put_bytes(f"runs/{SECOND}/run.json", b"{}")
@@ -41,7 +56,7 @@ def _populate(store: Store) -> None:
     store.put_bytes(f"runs/{UNFINISHED}/config.json",
                     json.dumps({**config, "run_id": UNFINISHED, "architectures": ["baseline", "mlp1"]}).encode())
     store.put_bytes(f"runs/{UNFINISHED}/baseline/metrics.json",
-                    json.dumps({**metrics, "test_accuracy": metrics["test_accuracy"] + 0.001}).encode())
+                    json.dumps(_moved(metrics, lost=40, gained=50)).encode())  # +0.10 points, within noise
     # RUNNING: an `fmnist search` (its config.json says kind 'search' and has the search's fields), claimed; its lease
     # held by this live process.
     store.put_bytes(f"runs/{RUNNING}/config.json",
@@ -127,14 +142,16 @@ def test_show_of_an_unfinished_run_says_what_finished_and_how_to_resume(capsys, 
 
 
 def test_compare_shows_differences_with_their_standard_error(capsys, populated):
+    """The trained run recorded which test rows its model got right: compare pairs it with the runs written from it
+    (b rows only A got right, c only B) and decides by McNemar's test."""
     code, out, _ = runs(capsys, "compare", trained_run_id(), SECOND, *populated)
     assert code == 0
     baseline = next(line for line in out.splitlines() if line.startswith("| baseline |"))
-    assert "| +2.00 |" in baseline and "| yes (" in baseline
-    assert "| mlp1 | — | 80.00% | — | — | not finished in both |" in out
+    assert "| +2.00 |" in baseline and "| 50 | 250 |" in baseline and baseline.endswith("| yes (paired) |")
+    assert "| mlp1 | — | 80.00% | — | — | — | — | — | not finished in both |" in out
     code, out, _ = runs(capsys, "compare", trained_run_id(), UNFINISHED, *populated)
     baseline = next(line for line in out.splitlines() if line.startswith("| baseline |"))
-    assert "| +0.10 |" in baseline and "| no (" in baseline
+    assert "| +0.10 |" in baseline and "| 40 | 50 |" in baseline and baseline.endswith("| no (paired) |")
 
 
 @pytest.mark.parametrize("args, expected", [
