@@ -24,6 +24,7 @@ from tasks.data.dataset import RawDataset, fetch_dataset
 from tasks.data.shards import PrepareResult, publish_dataset
 from tasks.data.store import Store, open_store
 from tasks.errors import ChampionFileError, DatasetError, PipelineError, StoreError
+from tasks.model.recipes import KEPT_WORDS
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.lease import check_held
@@ -196,8 +197,8 @@ def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decision
     check_held(run.lease)  # recipes, summary and run.json only while the run is still this process's
     stored = store_recipes(run.store, config, run.run_id, winners)
     table = search_table_rows(winners)
-    recipes_note = (", ".join(f"{arch} {'stored' if kept else 'kept the stored one (better validation accuracy)'}"
-                              for arch, kept in stored.items()) if recipes_comparable(config)
+    recipes_note = (", ".join(f"{arch} {KEPT_WORDS[kept]}" for arch, kept in stored.items())
+                    if recipes_comparable(config)
                     else f"none stored: the search ran on other rows than preset '{config.preset}'s")
     new = [row for row in rows if row.get("new", True)]  # the others: earlier searches' trials it started from
     warm = f", started from {len(rows) - len(new)} trials of earlier searches" if len(new) < len(rows) else ""
@@ -206,7 +207,8 @@ def report_search(run: Run, rows: list[dict], winners: dict[str, dict], decision
             f"Recipes: {recipes_note}. Dataset version {run.dataset_version}; code {code_version()}.")
     markdown = search_table_markdown(run.run_id, table, note) + "\n" + decisions_markdown(decisions)
     summary = {"run_id": run.run_id, "kind": "search", "dataset_version": run.dataset_version,
-               "protocol": config.protocol(), "table1": table, "metrics": winners, "recipes_stored": stored,
+               "protocol": config.protocol(), "table1": table, "metrics": winners,
+               "recipes_stored": {arch: kept != "kept the stored one" for arch, kept in stored.items()},
                "trials": len(new), "warm_start_trials": len(rows) - len(new),
                "champion_decisions": decisions_json(decisions)}
     run.store.put_bytes(run.paths.summary_json, json.dumps(summary, indent=2).encode())

@@ -12,8 +12,8 @@ import functools
 import logging
 import os
 
-from flows.cli.options import DEFAULT_STORE, config_class, given_options
-from tasks.config import PipelineConfig, SearchConfig, absolute_store_uri, build_config, build_search_config
+from flows.cli.options import config_class, given_options
+from tasks.config import PipelineConfig, SearchConfig, build_config, build_search_config
 from tasks.errors import ConfigError, PipelineError
 
 
@@ -33,12 +33,18 @@ def config_from(args: argparse.Namespace) -> PipelineConfig:
 
     given = given_options(args)
     if config_class(args) is SearchConfig:
-        return build_search_config(**given)
+        search = build_search_config(**given)
+        if args.command == "search" and search.run_id:  # a search's or a run's id: said now, not after Prefect
+            refuse_finished(_open_store(search.store, search.s3_endpoint), search.run_id)
+            read_stored_config(_open_store(search.store, search.s3_endpoint), search.run_id, "search")
+        return search
     if getattr(args, "resume", None):
         given["run_id"] = args.resume
     config = build_config(**given)
     if args.command != "run" or not config.run_id:
         return config
+    if getattr(args, "resume", None):
+        _refuse_missing_store(config)
     store = _open_store(config.store, config.s3_endpoint)
     refuse_finished(store, config.run_id)
     stored = read_stored_config(store, config.run_id)
@@ -48,6 +54,16 @@ def config_from(args: argparse.Namespace) -> PipelineConfig:
         raise ConfigError(f"--resume {config.run_id}: no such run in {store.uri}; check the run id and --store "
                           "(runs are listed under runs/ in the store)")
     return config
+
+
+def _refuse_missing_store(config: PipelineConfig) -> None:
+    """--resume looks a run up: a store folder that is not there holds no run, and is not created by looking."""
+    from tasks.runs.runlist import refuse_missing_folder
+
+    try:
+        refuse_missing_folder(config.store)
+    except ConfigError as exc:
+        raise ConfigError(f"--resume {config.run_id}: no such run: {exc}") from None
 
 
 def _check_before_prefect(config: PipelineConfig) -> None:
@@ -91,6 +107,7 @@ def _check_prefect_server() -> None:
 def _interrupted(config: PipelineConfig, command: str = "run") -> str:
     """What an interrupted run leaves, and the command that finishes it."""
     from tasks.keys import RunPaths
+    from tasks.runs.hints import resume_command, search_again
 
     try:
         claimed = _open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
@@ -98,11 +115,10 @@ def _interrupted(config: PipelineConfig, command: str = "run") -> str:
         claimed = True  # the store did not answer: say how to resume, it may well be there
     if not claimed:
         return "interrupted before the run began; nothing to resume"
-    if command == "search":
+    if command == "search" and isinstance(config, SearchConfig):
         return (f"interrupted: what the search trained is under {RunPaths(config.run_id or '-').root}/search in "
-                f"{config.store}; a search is not resumed: start `fmnist search` again")
-    store = "" if config.store == absolute_store_uri(DEFAULT_STORE) else f" --store {config.store}"
-    return f"interrupted: resume with `fmnist run --resume {config.run_id}{store}`"
+                f"{config.store}; {search_again(config, config.store, config.s3_endpoint)}")
+    return f"interrupted: resume with `{resume_command(config.run_id or '-', config.store, config.s3_endpoint)}`"
 
 
 def _deploy(args: argparse.Namespace, config: PipelineConfig) -> None:

@@ -179,20 +179,30 @@ def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[
     return {arch: record.recipe.model_dump() for arch, record in found.items() if record is not None}
 
 
-def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> bool:
+# What keep_if_better did: stored the record; found it stored already by the same run (its own earlier write: a
+# retried step, a resumed report); or kept the stored one (at least as good on validation accuracy).
+RecipeKept = Literal["stored", "already ours", "kept the stored one"]
+KEPT_WORDS: dict[str, str] = {"stored": "stored", "already ours": "stored (already, by this run)",
+                              "kept the stored one": "kept the stored one (better validation accuracy)"}
+
+
+def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> RecipeKept:
     """Store `record` as the architecture's best recipe if it beats the stored one on mean validation accuracy
     (never on test accuracy: the test set only reports). Compare-and-swap, so two searches finishing at once
-    cannot lose the better recipe. True if stored."""
+    cannot lose the better recipe. A stored record with this record's `run_id` is the run's own earlier write:
+    "already ours", never "kept the stored one"."""
     key = recipe_key(preset, architecture)
     for _ in range(attempts):
         data, token = store.read_versioned(key)
         stored = _parse_best(store, key, data) if data else None
+        if stored is not None and record.get("run_id") is not None and stored.run_id == record["run_id"]:
+            return "already ours"
         current = stored.val_accuracy_mean if stored else None
         if stored is not None and (stored.model_extra or {}).get("val_accuracy_of") != record.get("val_accuracy_of"):
             current = None  # measured another way (older searches: a maximum over epochs, which ran high): replaced
         if current is not None and current >= record["val_accuracy_mean"]:
-            return False
+            return "kept the stored one"
         stamped = {**record, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if store.put_if_version(key, json.dumps(stamped, indent=2).encode(), token):
-            return True
+            return "stored"
     raise StoreError(f"{store.url_for(key)}: changed by other searches {attempts} times; not updated")

@@ -210,17 +210,23 @@ def tested_rows_sha256(data: TrialData) -> str:
     return rows_sha256(pixels, data.test_labels)
 
 
-def evaluate(model, data: TrialData, batch_size: int = 1024) -> dict[str, Any]:
+def evaluate(model, data: TrialData, batch_size: int = 1024, label_smoothing: float = 0.0) -> dict[str, Any]:
     """Test accuracy and loss from the model's predictions, per-class accuracy, confusion matrix, and which test
-    rows it got right (so two models on the same rows can be compared as pairs: tasks.runs.paired)."""
+    rows it got right (so two models on the same rows can be compared as pairs: tasks.runs.paired).
+
+    Both losses: `test_loss` is plain cross-entropy; `test_loss_smoothed` is the loss the model trained on (with
+    the recipe's `label_smoothing`, as Keras computes it), the one history.csv's loss and val_loss are."""
     probabilities = model.predict(data.x_test, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     labels = data.test_labels.astype(np.int64)
     matrix = np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
     picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+    spread = np.log(np.clip(probabilities, 1e-7, 1.0)).mean(axis=1)  # the smoothed targets' uniform part
     return {
         "test_accuracy": float((predicted == labels).mean()),
         "test_loss": float(-np.log(picked).mean()),
+        "label_smoothing": label_smoothing,  # of the training loss: history.csv's loss and val_loss
+        "test_loss_smoothed": float(-((1 - label_smoothing) * np.log(picked) + label_smoothing * spread).mean()),
         "per_class_accuracy": dict(zip(CLASS_NAMES, (np.diag(matrix) / np.maximum(matrix.sum(1), 1)).round(4).tolist())),
         "confusion_matrix": matrix.tolist(),
         OUTCOMES_FIELD: outcomes_record(predicted == labels, tested_rows_sha256(data)),
@@ -383,7 +389,7 @@ def summarize(spec: TrialSpec, model, history: list[dict], data: TrialData, resu
         "best_val_accuracy": best["val_accuracy"],
         "best_epoch": best["epoch"],
         "final_val_accuracy": history[-1]["val_accuracy"],  # the model tested is this epoch's (no best-weight restore)
-        **evaluate(model, data, spec.eval_batch_size),
+        **evaluate(model, data, spec.eval_batch_size, spec.recipe.label_smoothing),
         "seconds_per_epoch": float(np.median([row["seconds"] for row in history])),
         "train_seconds": float(sum(row["seconds"] for row in history)),  # all attempts, epochs only
         "attempt_seconds": attempt_seconds,  # this attempt: epochs and evaluation

@@ -15,6 +15,7 @@ from tasks.model.architectures import ARCHITECTURES
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown
 from tasks.errors import ChampionFileError
 from tasks.runs.plots import samples_png
+from tasks.runs.hints import resume_command
 from tasks.runs.run import Run
 from tasks.settings import current_settings, without_credentials
 from tasks.data.shards import CLASS_NAMES, load_split
@@ -153,5 +154,6 @@ def keep_unpromoted_summary(run: Run, metrics_by_arch: dict[str, dict], error: C
     _publish_summary(run, metrics_by_arch, code_version(), [], champion_error=error.problem)
     return ChampionFileError(error.url, error.problem,
                              after=f"; this run's models and Table 1 are kept ({summary_url}), and "
-                                   f"`fmnist run --resume {run.run_id} --store {run.store.uri}` promotes them without retraining once it is "
+                                   f"`{resume_command(run.run_id, run.store.uri, getattr(run.store, 'endpoint', None))}` promotes them "
+                                   "without retraining once it is "
                                    f"repaired")

@@ -7,13 +7,15 @@ No Prefect here: the Ray trials use RunPaths too.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.config import PROTOCOL_FIELDS, PipelineConfig, build_config, config_field, config_record, stored_kind
+from tasks.config import (PROTOCOL_FIELDS, PipelineConfig, RunKind, build_config, config_field, config_record,
+                          kind_of, stored_kind)
 from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object, validate
 from tasks.runs.lease import RunLease
@@ -21,6 +23,7 @@ from tasks.data.shards import PrepareResult, load_manifest
 from tasks.data.store import Store, open_store
 from tasks.keys import RunPaths
 from tasks.model.recipes import best_recipes
+from tasks.runs.hints import RECORD_KEYS, resume_command, search_again, stored_search_config
 
 @dataclass(frozen=True)
 class Run:
@@ -82,8 +85,21 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def read_stored_config(store: Store, run_id: str) -> PipelineConfig | None:
-    """The config a run of `fmnist run` stored when it began, or None when the run has none (not claimed yet)."""
+def utc_iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def claim_record(config: PipelineConfig, started: float) -> bytes:
+    """runs/<id>/config.json: the config and its kind (tasks.config.config_record), and when the run was claimed
+    (`started_at`, UTC: what `fmnist runs` orders by, whatever a copy of the folder does to its write time)."""
+    values = json.loads(config_record(config))
+    return json.dumps({"kind": values["kind"], "started_at": utc_iso(started), **values}, indent=2).encode()
+
+
+def read_stored_config(store: Store, run_id: str, claimant: RunKind = "run") -> PipelineConfig | None:
+    """The config a run of `fmnist run` stored when it began, or None when the run has none (not claimed yet).
+    A search's config is never resumed: ConfigError saying it is a search's and what to do (`claimant`: the kind
+    of command that wants the id)."""
     key = RunPaths(run_id).config
     data, _ = store.read_versioned(key)
     if data is None:
@@ -91,13 +107,26 @@ def read_stored_config(store: Store, run_id: str) -> PipelineConfig | None:
     try:
         values = parse_object(data)
         if stored_kind(values) == "search":
-            raise ConfigError(f"run {run_id!r} in {store.uri} is a search (`fmnist search`), and a search is not "
-                              "resumed: leave --run-id empty for a new run")
-        return validate(PipelineConfig, {k: v for k, v in values.items() if v is not None and k != "kind"},
-                        name=config_field)
+            raise ConfigError(_a_search_id(store, run_id, claimant, values))
+        stored = validate(PipelineConfig, {k: v for k, v in values.items() if v is not None and k not in RECORD_KEYS},
+                          name=config_field)
     except JsonProblem as exc:
         raise ConfigError(f"{store.url_for(key)}: not a valid run config ({exc}); "
                           "restore it from a backup or start a new run") from None
+    if claimant == "search":
+        raise ConfigError(f"run id {run_id!r} in {store.uri} is a run's (`fmnist run`), not a search's: for a new "
+                          "search choose another --run-id or leave it empty; that run is finished by "
+                          f"`{resume_command(run_id, store.uri, getattr(store, 'endpoint', None))}`")
+    return stored
+
+
+def _a_search_id(store: Store, run_id: str, claimant: RunKind, stored: dict) -> str:
+    """Why a search's run id cannot be claimed again (by a run, or by a search: a search is not resumed)."""
+    again = search_again(stored_search_config(stored), store.uri, getattr(store, "endpoint", None))
+    if claimant == "search":
+        return f"run id {run_id!r} in {store.uri} is a search's that did not finish; {again} (a new run id)"
+    return (f"run id {run_id!r} in {store.uri} is a search's (`fmnist search`), not a run's: `fmnist run` neither "
+            f"resumes nor reuses it; for a new run choose another --run-id or leave it empty; {again}")
 
 
 def changed_protocol(stored: PipelineConfig, requested: PipelineConfig) -> dict[str, tuple[Any, Any]]:
@@ -111,7 +140,8 @@ def refuse_changed_protocol(run_id: str, stored: PipelineConfig, requested: Pipe
     if changed:
         listed = "; ".join(f"{name}: the run has {old!r}, given {new!r}" for name, (old, new) in changed.items())
         raise ConfigError(f"run {run_id}: a resumed run keeps the data and training it began with, and these options "
-                          f"differ: {listed}. Resume without them (fmnist run --resume {run_id}), or leave the run "
+                          f"differ: {listed}. Resume without them "
+                          f"(`{resume_command(run_id, requested.store, requested.s3_endpoint)}`), or leave the run "
                           "id empty for a new run")
 
 
@@ -134,12 +164,14 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
     run_id = config.run_id or new_run_id()
     paths = RunPaths(run_id)
     refuse_finished(store, run_id)
+    read_stored_config(store, run_id, kind_of(config))  # a search's id: said so before its lease is touched
     lease = RunLease(store, paths.lease, run_id).acquire()  # before anything is written: a second claimant stops here
     try:
         config = config.model_copy(update={"run_id": run_id})
-        if store.put_if_absent(paths.config, config_record(config)):
-            return Run(config, store, paths, resumed=False, started=time.time(), lease=lease)
-        stored = read_stored_config(store, run_id)
+        started = time.time()
+        if store.put_if_absent(paths.config, claim_record(config, started)):
+            return Run(config, store, paths, resumed=False, started=started, lease=lease)
+        stored = read_stored_config(store, run_id, kind_of(config))
         if stored is not None:  # None only if it was deleted just now: nothing to compare with
             refuse_changed_protocol(run_id, stored, config)
         return Run(config, store, paths, resumed=True, started=time.time(), lease=lease)
@@ -150,7 +182,12 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
 
 def resolve_recipes(config: PipelineConfig, store: Store) -> PipelineConfig:
     """A run with recipe 'best' gets the stored recipes written into its config when it begins (so config.json,
-    and a resume, keep the ones it trained with); any other run is returned as it is."""
+    and a resume, keep the ones it trained with); a resumed one (its config.json there: from the UI, a deployment,
+    `--run-id`) takes the recipes it began with, never newer ones a search stored since; any other run is returned
+    as it is."""
     if config.recipe != "best" or config.recipes:
         return config
+    stored = read_stored_config(store, config.run_id, kind_of(config)) if config.run_id else None
+    if stored is not None:
+        return config.model_copy(update={"recipes": stored.recipes})
     return config.model_copy(update={"recipes": best_recipes(store, config.preset, list(config.architectures))})

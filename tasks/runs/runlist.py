@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tasks.config import ALL_ARCHITECTURES, DEFAULT_STORE, PRESETS, RunKind, absolute_store_uri, stored_kind
+from tasks.config import ALL_ARCHITECTURES, PRESETS, RunKind, stored_kind
 from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object
 from tasks.runs.paired import (DEFAULT_ALPHA, Outcomes, OutcomesError, Paired, independent_standard_error,
                                outcomes_match_accuracy, paired, read_outcomes)
+from tasks.runs.hints import how_to_finish, resume_command, store_options
 from tasks.runs.lease import held_by_a_live_process, read_lease, takeover_hint
 from tasks.settings import current_settings
 from tasks.keys import RUNS_PREFIX, RunPaths
@@ -45,15 +46,20 @@ class RunRecordError(PipelineError):
     """A run's metadata file is there but is not JSON of the expected shape."""
 
 
-def open_store_to_read(uri: str, s3_endpoint: str | None) -> Store:
-    """The store, for a command that only reads: a local folder that does not exist is an error here (opening a
-    LocalStore would create it, and an empty store would hide a mistyped --store or the wrong folder)."""
+def refuse_missing_folder(uri: str) -> None:
+    """ConfigError for a local store whose folder does not exist, where a run is looked up, not made: opening a
+    LocalStore would create it (an empty folder left behind), and an empty store would hide a mistyped --store."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"store {uri}: no such folder; expected the folder `fmnist run` left (./artifacts by "
                               "default): run the command where you ran `fmnist run`, or give --store")
+
+
+def open_store_to_read(uri: str, s3_endpoint: str | None) -> Store:
+    """The store, for a command that only reads: a local folder that does not exist is an error here."""
+    refuse_missing_folder(uri)
     return open_store(uri, s3_endpoint)
 
 
@@ -85,7 +91,7 @@ class RunInfo:
     run_id: str
     started: float | None
     config: dict | None
-    status: str  # finished | running | resumable
+    status: str  # finished | running | resumable (a run) | unfinished (a search, which is not resumed)
     models: dict[str, ModelResult] = field(default_factory=dict)
     problem: str = ""  # a metadata file that could not be read, shown instead of failing the whole listing
     kind: RunKind | None = None  # what its config.json says it is ('run' or 'search'); None: it does not say
@@ -114,11 +120,28 @@ class RunInfo:
 
 
 def started_at(store: Store, run_id: str) -> float | None:
-    """When the run was claimed: from a generated id, else config.json's write time (None: no config)."""
+    """When the run was claimed, as the run recorded it: a generated id carries it; else config.json's `started_at`
+    (written when the run was claimed), for a config stored before it had one run.json's, and only for neither
+    config.json's write time (which a copy of the run's folder changes). None: no config."""
     match = GENERATED_ID.match(run_id)
     if match:
         return float(calendar.timegm(time.strptime(match.group(1), "%Y%m%d-%H%M%S")))
-    return store.modified_at(RunPaths(run_id).config)
+    paths = RunPaths(run_id)
+    for key in (paths.config, paths.record):
+        recorded = _recorded_start(store, key)
+        if recorded is not None:
+            return recorded
+    return store.modified_at(paths.config)
+
+
+def _recorded_start(store: Store, key: str) -> float | None:
+    """The `started_at` (UTC, ISO 8601) a run's config.json or run.json records; None if absent or unreadable (a
+    damaged file is named by the run's row, not here)."""
+    try:
+        value = (_read_json(store, key) or {}).get("started_at")
+        return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))) if isinstance(value, str) else None
+    except (RunRecordError, ValueError):
+        return None
 
 
 def _model_result(metrics: dict) -> ModelResult:
@@ -149,8 +172,9 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
         config = _read_json(store, paths.config)
     except RunRecordError as exc:
         return RunInfo(run_id, started, None, "finished" if finished else "resumable", problem=str(exc))
-    status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else "resumable")
     kind = stored_kind(config) if config else None
+    status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else
+                                          "unfinished" if kind == "search" else "resumable")
     info = RunInfo(run_id, started, config, status, kind=kind)
     models, problem, damaged = {}, "", {}
     for arch in info.architectures or list(ALL_ARCHITECTURES):
@@ -219,7 +243,7 @@ def _test_rows(run: RunInfo) -> str:
     return ", ".join(f"{r:,}" for r in sorted(rows)) if rows else "—"
 
 
-def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict) -> str:
+def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict, s3_endpoint: str | None = None) -> str:
     if not runs:
         return f"no runs in {store_uri} (runs/ is empty): `fmnist run` makes one"
     marks = champion_marks(pointer)
@@ -234,10 +258,15 @@ def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict) -
     notes = ["", "test accuracy per model; — not finished; * champion of its architecture, ** overall champion"
                  + (f" (models/champion.json revision {pointer['revision']})" if pointer else " (no champion yet)")]
     notes += [f"{run.run_id}: {run.problem}" for run in runs if run.problem]
-    if any(run.status == "running" for run in runs):
-        notes.append(f"running: a live process holds the run's lease; if it is gone, `fmnist run --resume ID --store "
-                     f"{store_uri}` takes the run over once its lease lapses ({current_settings().lease_ttl_s:.0f} s "
-                     "after its last renewal, by the store's clock), or at once after deleting runs/ID/lease.json")
+    if any(run.status == "running" and run.kind != "search" for run in runs):
+        notes.append(f"running: a live process holds the run's lease; if it is gone, "
+                     f"`{resume_command('ID', store_uri, s3_endpoint)}` takes the run over once its lease lapses "
+                     f"({current_settings().lease_ttl_s:.0f} s after its last renewal, by the store's clock), or at "
+                     "once after deleting runs/ID/lease.json")
+    if any(run.kind == "search" and run.status in ("running", "unfinished") for run in runs):
+        notes.append("search: a search that did not finish is not resumed (nor taken over); "
+                     f"`fmnist runs show ID{store_options(store_uri, s3_endpoint)}` gives the `fmnist search` "
+                     "command that starts it again with the same options")
     if total > len(runs):
         notes.append(f"{total - len(runs)} older runs not shown: --limit {total} shows all")
     return "\n".join(lines + notes)
@@ -250,14 +279,14 @@ def list_runs(store: Store, limit: int = DEFAULT_LIMIT) -> str:
     ordered = newest_first(store, run_ids(store))
     shown = ordered if limit <= 0 else ordered[:limit]
     runs = _each(lambda pair: load_run(store, *pair), shown)
-    return runs_table(store.uri, runs, len(ordered), read_champions(store) if runs else {})
+    return runs_table(store.uri, runs, len(ordered), read_champions(store) if runs else {}, _endpoint(store))
 
 
 # --- one run's summary -------------------------------------------------------------------------------------
 
-def _resume_hint(store: Store, run: RunInfo) -> str:
-    where = "" if store.uri == absolute_store_uri(DEFAULT_STORE) else f" --store {store.uri}"
-    return f"fmnist run --resume {run.run_id}{where}"
+def _endpoint(store: Store) -> str | None:
+    """The S3 endpoint the store was opened with (None for a folder): a hint names it unless the environment does."""
+    return getattr(store, "endpoint", None)
 
 
 def show_run(store: Store, run_id: str) -> str:
@@ -281,8 +310,11 @@ def show_run(store: Store, run_id: str) -> str:
                      f"{m.test_rows:,} |")
     for arch in pending:
         lines.append(f"| {arch} | — | not finished | — |")
-    if run.status == "resumable":
-        lines += ["", f"finish it with `{_resume_hint(store, run)}` (nothing finished is redone)"]
+    if run.status in ("resumable", "unfinished"):
+        lines += ["", how_to_finish(run.kind, run.run_id, store.uri, _endpoint(store), run.config)]
+    elif run.status == "running" and run.kind == "search":
+        lines += ["", "a process holds its lease and is running it now; if that process is gone, " +
+                  how_to_finish(run.kind, run.run_id, store.uri, _endpoint(store), run.config)]
     elif run.status == "running":
         held, stamped = read_lease(store, RunPaths(run_id).lease)
         lines += ["", "a process holds its lease and is running it now; " +

@@ -20,6 +20,7 @@ from tasks.errors import PipelineError, StoreError
 from tasks.model.recipes import Recipe, recipe_for
 from tasks.model.spec import TrialSpec
 from tasks.model.training import SplitArrays, load_dataset_arrays, train_trial
+from tasks.runs.hints import resume_command
 from tasks.runs.run import Run
 from tasks.tune.cluster import connect_ray
 from tasks.tune.progress import trial_error_line, trial_progress_callback
@@ -170,7 +171,8 @@ def run_trials(run: Run, progress: Progress = lambda _: None, live: bool = False
     shown = trial_progress_callback(progress, live=live and not ray_client.is_connected())
     with shown:  # the live view stops on any exit (Ctrl-C, an error) before anything else is printed
         tuner = make_tuner(run, Experiment("tune", specs, arrays), progress, progress_callback=shown)
-        results = fit_or_explain(tuner, run, resume_with=f"fmnist run --resume {run.run_id}")
+        results = fit_or_explain(tuner, run, resume_with=resume_command(run.run_id, run.store.uri,
+                                                                       getattr(run.store, "endpoint", None)))
     # The trials' own specs: on a resume they come from the stored experiment, whatever the new config says.
     trained = [TrialSpec.from_tune(r.config).folder for r in results]
     return {arch: json.loads(run.store.get_bytes(run.paths.metrics(arch))) for arch in trained}

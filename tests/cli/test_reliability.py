@@ -176,5 +176,6 @@ def test_ctrl_c_stops_the_run_within_seconds_and_leaves_nothing_running(tmp_path
     assert seconds < (15 if presses == 1 else 5), f"exited {seconds:.1f} s after Ctrl-C"
     assert "no such object" not in err and "Traceback" not in err, err[-3000:]
     if presses == 1:
-        assert "fmnist run: interrupted: resume with `fmnist run --resume ctrl-c`" in err, err[-3000:]
+        assert f"fmnist run: interrupted: resume with `fmnist run --resume ctrl-c --store {tmp_path / 'artifacts'}`" \
+            in err, err[-3000:]
     wait_for(lambda: not live_processes(run.pid), 15, "the run's processes to end")

@@ -140,9 +140,9 @@ def record(val: float) -> dict:
 
 
 def test_a_recipe_is_kept_only_when_it_validates_better(store):
-    assert keep_if_better(store, "full", "mlp1", record(0.88))
-    assert not keep_if_better(store, "full", "mlp1", record(0.87))  # worse: the stored one stays
-    assert keep_if_better(store, "full", "mlp1", record(0.89))
+    assert keep_if_better(store, "full", "mlp1", record(0.88)) == "stored"
+    assert keep_if_better(store, "full", "mlp1", record(0.87)) == "kept the stored one"  # worse: the stored one stays
+    assert keep_if_better(store, "full", "mlp1", record(0.89)) == "stored"
     stored = json.loads(store.get_bytes(recipe_key("full", "mlp1")))
     assert stored["run_id"] == "r0.89" and "stored_at" in stored
     assert best_recipes(store, "full", ["mlp1"]) == {"mlp1": stored["recipe"]}

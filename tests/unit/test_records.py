@@ -83,7 +83,7 @@ def test_a_config_stored_before_it_named_its_kind_is_told_by_the_model_that_vali
 
 def test_a_search_is_not_resumed_as_a_run(store):
     store.put_bytes(RunPaths("s1").config, config_record(SearchConfig(run_id="s1", store=store.uri)))
-    with pytest.raises(ConfigError, match="run 's1' in .* is a search .*leave --run-id empty"):
+    with pytest.raises(ConfigError, match="run id 's1' in .* is a search's .*choose another --run-id or leave it empty"):
         read_stored_config(store, "s1")
 
 
