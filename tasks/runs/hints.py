@@ -46,6 +46,9 @@ def resume_command(run_id: str, store_uri: str, s3_endpoint: str | None) -> str:
 
 
 def _flag(name: str, value: Any) -> str:
+    """One option as typed: a switch that is on by default is turned off by --no-NAME (flows.cli.options)."""
+    if isinstance(value, bool):
+        return f"--no-{name.replace('_', '-')}" if not value else ""
     text = ",".join(value) if isinstance(value, list) else str(value)
     return f"--{name.replace('_', '-')} {shlex.quote(text)}"
 
@@ -57,7 +60,7 @@ def search_command(config: SearchConfig, store_uri: str, s3_endpoint: str | None
     flags = [_flag(name, value) for name, value in values.items()
              if name not in _NOT_REPEATED and value is not None and (name == "preset" and value != "full"
                                                                       or name != "preset" and value != default[name])]
-    return " ".join(["fmnist search", *flags]) + store_options(store_uri, s3_endpoint)
+    return " ".join(["fmnist search", *filter(None, flags)]) + store_options(store_uri, s3_endpoint)
 
 
 def search_again(config: SearchConfig | None, store_uri: str, s3_endpoint: str | None) -> str:

@@ -178,10 +178,11 @@ def run_trials(run: Run, progress: Progress = lambda _: None, live: bool = False
     return {arch: json.loads(run.store.get_bytes(run.paths.metrics(arch))) for arch in trained}
 
 
-def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = False):
+def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = False,
+                   how: str = "resume with") -> Any:
     """`tuner.fit()` (the driver's AWS keys kept out of the trials' runtime_env), its store failures as one
     StoreError line and (unless tolerated) its failed trials as one TrainingError line, each saying what is kept and
-    the command that goes on."""
+    the command that goes on (`how` `resume_with`: a search is started again, not resumed)."""
     config, store = run.config, run.store
     try:
         with aws_keys_kept_from_trials():
@@ -195,12 +196,12 @@ def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = 
         raise StoreError(f"run {run.run_id}: Ray Tune lost the store {store.uri}"
                          f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
                          f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
-                         f"resume with `{resume_with}`") from None
+                         f"{how} `{resume_with}`") from None
     if run.lease is not None:
         run.lease.check()  # taken over while Tune ran (its stopper ended the trials): the one line, nothing more
     failed = [(TrialSpec.from_tune(r.config).label, r.error) for r in results if r.error]
     if failed and not tolerate_failures:
         details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)
         raise TrainingError(f"run {run.run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: "
-                            f"{details}. Fix the cause and resume with `{resume_with}`")
+                            f"{details}. Fix the cause and {how} `{resume_with}`")
     return results

@@ -30,6 +30,7 @@ from tasks.keys import RunPaths
 from tasks.data.shards import load_split
 from tasks.data.store import Store
 from tasks.model.training import load_dataset_arrays
+from tasks.runs.hints import search_command
 from tasks.runs.run import Run
 from tasks.progress import Progress
 
@@ -261,6 +262,12 @@ def past_leaderboard_rows(past: list[dict]) -> list[dict]:
     return [{**{name: row.get(name) for name in fields}, "new": False, "run_id": row["run_id"]} for row in past]
 
 
+def search_again_with(run: Run) -> dict[str, str]:
+    """fit_or_explain's advice for a search: not resumed, so started again with the options it began with."""
+    return {"how": "start it again (a search is not resumed) with",
+            "resume_with": search_command(run.config, run.store.uri, getattr(run.store, "endpoint", None))}
+
+
 def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
                         time_budget_s: float | None, progress: Progress) -> list[dict]:
     config = run.config
@@ -272,8 +279,7 @@ def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarra
         experiment, scheduler, searcher = search_experiment(run, architecture, train_rows, time_budget_s, past)
         tuner = make_tuner(run, experiment, progress, progress_callback=shown)
         started = time.monotonic()
-        results = fit_or_explain(tuner, run, tolerate_failures=True,
-                                 resume_with="fmnist search (a search is not resumed: start it again)")
+        results = fit_or_explain(tuner, run, tolerate_failures=True, **search_again_with(run))
     budget_reached = time_budget_s is not None and time.monotonic() - started >= time_budget_s * 0.98
     rows = leaderboard_rows(results, architecture, scheduler.stopped, budget_reached)
     if not rows:
@@ -358,7 +364,7 @@ def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lam
     shown = trial_progress_callback(progress, live=live_progress_enabled())
     with shown:
         tuner = make_tuner(run, Experiment("retrain", specs, arrays), progress, progress_callback=shown)
-        fit_or_explain(tuner, run, resume_with="fmnist search (a search is not resumed: start it again)")
+        fit_or_explain(tuner, run, **search_again_with(run))
     return {arch: publish_winner(run.store, run.run_id, arch,
                                  [json.loads(run.store.get_bytes(run.paths.metrics(RunPaths.seed_folder(arch, s))))
                                   for s in seeds])

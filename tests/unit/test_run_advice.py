@@ -54,7 +54,8 @@ def killed_search(store, **options) -> SearchConfig:
 # --- X5: a killed search -----------------------------------------------------------------------------------------
 
 def test_a_killed_search_is_not_called_resumable_and_its_advice_starts_it_again(store):
-    began = killed_search(store, preset="quick", architectures=["mlp1", "cnn2"], num_samples=4, seeds=2)
+    began = killed_search(store, preset="quick", architectures=["mlp1", "cnn2"], num_samples=4, seeds=2,
+                          time_budget="2h", warm_start=False)
     text = show_run(store, "s1")
     assert text.startswith("run s1: unfinished") and "resumable" not in text
     assert "fmnist run --resume" not in text and "a search is not resumed" in text
@@ -206,3 +207,16 @@ def test_under_label_smoothing_both_test_losses_are_recorded(raw_dataset):
     unsmoothed = evaluate(model, data)
     assert unsmoothed["test_loss_smoothed"] == pytest.approx(unsmoothed["test_loss"])
     assert np.isclose(unsmoothed["test_loss"], result["test_loss"])
+
+
+def test_a_failed_search_says_to_start_it_again_with_its_options(store):
+    """A search's failure line (tasks.tune.fanout.fit_or_explain) names `fmnist search` with the options and store it
+    began with, never `fmnist run --resume`."""
+    from tasks.runs.run import Run
+    from tasks.tune.search import search_again_with
+
+    began = SearchConfig(run_id="s3", store=store.uri, preset="quick", architectures=["cnn2"], num_samples=3)
+    advice = search_again_with(Run.unclaimed(began, store, "s3"))
+    assert advice["how"].startswith("start it again")
+    again = build_search_config(**given_options(parsed(advice["resume_with"])))
+    assert again.model_dump(exclude={"run_id"}) == began.model_dump(exclude={"run_id"})
