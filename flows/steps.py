@@ -75,7 +75,11 @@ def signals_unwrapped_from_ray() -> Iterator[None]:
     On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.cluster.connect_ray)
     raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
     by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
+    Under the `fmnist` command, a SIGTERM is also announced and given a deadline at once (flows.cli.interrupts).
     """
+    from flows.cli.interrupts import deadline_under_prefects_sigterm_bridge
+
+    deadline_under_prefects_sigterm_bridge()
     try:
         yield
     except SystemError as exc:

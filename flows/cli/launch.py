@@ -143,7 +143,7 @@ def _prepare(config: PipelineConfig) -> None:
 
 def _run(command: str, config: PipelineConfig) -> int:
     """`fmnist run` or `fmnist search` in this terminal: a live table of the trials, Ctrl-C stops it in seconds."""
-    from flows.cli.interrupts import EXIT_INTERRUPTED, handle_interrupts, say_farewell, stop_descendants, was_interrupted
+    from flows.cli.interrupts import exit_code, handle_interrupts, say_farewell, stop_descendants, was_interrupted
     from tasks.keys import RunPaths
     from tasks.runs.run import new_run_id
     from tasks.tune.progress import enable_live_progress
@@ -166,7 +166,7 @@ def _run(command: str, config: PipelineConfig) -> int:
             raise
         say_farewell()  # first: killing the raylet can end this process at once (Ray's core worker, exit 1)
         stop_descendants(grace_s=3)  # local Ray, its trials, Prefect's temporary server
-        return EXIT_INTERRUPTED
+        return exit_code()  # 130 after Ctrl-C, 143 after SIGTERM
     print(result["markdown"])
     print(f"artifacts: {result['store'].rstrip('/')}/{RunPaths(result['run_id']).root}/")
     return 0
