@@ -112,3 +112,15 @@ def test_winners_are_chosen_on_the_final_epoch_among_whole_budgets_and_retrained
     only_cut = [leaderboard_row("cnn2", 0.5, "stopped by the time budget"), leaderboard_row("cnn2", 0.6, "stopped")]
     assert winners_of(only_cut)["cnn2"]["val_accuracy"] == 0.6
     assert retrain_seeds(SearchConfig(seed=0, seeds=3)) == [1, 2, 3]  # the search's trials all train with seed 0
+
+
+def test_ray_compat_names_a_missing_private_attribute_of_optuna_search_at_import(monkeypatch):
+    """TruthfulOptunaSearch reads OptunaSearch's _ot_trials, _ot_study, _completed_trials, _space, _metric: a Ray
+    that renamed one fails when tasks.tune.ray_compat loads, naming it, not hours into a search."""
+    from tasks.errors import IncompatibleVersion
+    from tasks.tune import ray_compat
+
+    ray_compat._check()  # this Ray (the pinned 2.60) has them all
+    monkeypatch.setattr(ray_compat, "_OPTUNA_SEARCH_ATTRIBUTES", (*ray_compat._OPTUNA_SEARCH_ATTRIBUTES, "_renamed"))
+    with pytest.raises(IncompatibleVersion, match=r"lacks OptunaSearch\(\)\._renamed"):
+        ray_compat._check()
