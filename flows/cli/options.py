@@ -28,9 +28,15 @@ def given_options(args: argparse.Namespace) -> dict[str, Any]:
     given = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
     misplaced = [name for name in SEARCH_ONLY if getattr(args, name, None) is not None and name not in fields]
     if misplaced:
-        flags = ", ".join("--" + name.replace("_", "-") for name in misplaced)
+        flags = ", ".join(_flag(name, SearchConfig.model_fields[name]) for name in misplaced)
         raise ConfigError(f"{flags}: options of a search; deploy one with `fmnist deploy --flow search {flags} …`")
     return given
+
+
+def _flag(name: str, field: Any) -> str:
+    """The option's flag: --<name>, or --no-<name> for a switch that is on by default."""
+    switch = field.annotation is bool and field.default is True
+    return ("--no-" if switch else "--") + name.replace("_", "-")
 
 
 def _add_config_options(parser: argparse.ArgumentParser, config_class: type[PipelineConfig] = PipelineConfig,
@@ -41,7 +47,7 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type[Pipe
     for name, field in fields.items():
         if name in NOT_OPTIONS:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name, field)
         if name == "architectures":
             parser.add_argument(flag, type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
                                 help=f"{field.description} Comma-separated.")

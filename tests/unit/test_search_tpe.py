@@ -124,3 +124,14 @@ def test_ray_compat_names_a_missing_private_attribute_of_optuna_search_at_import
     monkeypatch.setattr(ray_compat, "_OPTUNA_SEARCH_ATTRIBUTES", (*ray_compat._OPTUNA_SEARCH_ATTRIBUTES, "_renamed"))
     with pytest.raises(IncompatibleVersion, match=r"lacks OptunaSearch\(\)\._renamed"):
         ray_compat._check()
+
+
+def test_no_warm_start_is_a_flag_of_the_search_and_of_its_deployment_only():
+    from flows.cli.options import given_options, parser
+    from tasks.config import build_search_config
+    from tasks.errors import ConfigError
+
+    assert build_search_config(**given_options(parser().parse_args(["search", "--no-warm-start"]))).warm_start is False
+    assert build_search_config(**given_options(parser().parse_args(["search"]))).warm_start is True
+    with pytest.raises(ConfigError, match=r"^--no-warm-start: options of a search; .*--flow search --no-warm-start"):
+        given_options(parser().parse_args(["deploy", "--no-warm-start"]))
