@@ -51,9 +51,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_class: type[Pipe
         if name == "architectures":
             parser.add_argument(flag, type=lambda s: [a.strip() for a in s.split(",") if a.strip()],
                                 help=f"{field.description} Comma-separated.")
-        elif field.annotation is bool and field.default is True:  # a switch that is on: --no-<name> turns it off
-            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_const", const=False,
-                                help=field.description)
+        elif flag.startswith("--no-"):  # a switch that is on by default: --no-<name> turns it off
+            parser.add_argument(flag, dest=name, action="store_const", const=False, help=field.description)
         else:
             default = field.default if field.default is not None else "none"
             parser.add_argument(flag, help=f"{field.description or ''} (default: {default})".strip())
