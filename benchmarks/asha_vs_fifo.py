@@ -31,7 +31,8 @@ def search(scheduler: str, store: Path, args: argparse.Namespace, log: Path) -> 
     command = [str(ROOT / ".venv/bin/fmnist"), "search", "--scheduler", scheduler, "--store", str(store),
                "--run-id", run_id, "--architectures", args.architectures, "--num-samples", str(args.num_samples),
                "--max-epochs", str(args.max_epochs), "--grace-period", str(args.grace_period),
-               "--reduction-factor", str(args.reduction_factor), "--seeds", "1"]
+               "--reduction-factor", str(args.reduction_factor), "--seeds", "1",
+               "--no-warm-start"]  # each scheduler from scratch: FIFO must not start from ASHA's trials
     if args.train_rows:
         command += ["--train-rows", str(args.train_rows)]
     seconds, _ = timed(command, log)
@@ -39,7 +40,7 @@ def search(scheduler: str, store: Path, args: argparse.Namespace, log: Path) -> 
 
 
 def summary(rows: list[dict], architecture: str) -> tuple[float, int, int, int]:
-    mine = [r for r in rows if r["architecture"] == architecture]
+    mine = [r for r in rows if r["architecture"] == architecture and r.get("new", True)]
     return (max(r["best_val_accuracy"] for r in mine), sum(r["epochs"] for r in mine), len(mine),
             sum(r["stopped_early"] for r in mine))
 
