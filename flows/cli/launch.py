@@ -68,7 +68,8 @@ def _refuse_missing_store(config: PipelineConfig) -> None:
 
 def _check_before_prefect(config: PipelineConfig) -> None:
     """What can be checked in a second is checked before Prefect's server starts (which takes many): the store
-    answers, and the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s)."""
+    answers, the dataset source is there and verifies (a local source is read again by the flow: ~0.3 s), the
+    version it publishes is not damaged in the store, and the store can be written."""
     from tasks.data.dataset import fetch_dataset
 
     store = _open_store(config.store, config.s3_endpoint)
@@ -76,8 +77,20 @@ def _check_before_prefect(config: PipelineConfig) -> None:
         from tasks.model.recipes import best_recipes
 
         best_recipes(store, config.preset, list(config.architectures))  # none stored: say so now, not in the flow
-    fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
+    raw = fetch_dataset(config.source, s3_endpoint=config.s3_endpoint)
+    _check_published_manifest(store, raw, config.rows_per_shard)
     _check_store_writable(store)
+
+
+def _check_published_manifest(store, raw, rows_per_shard: int) -> None:
+    """The version this source publishes, if it is in the store already, has a manifest the flow can read: a
+    damaged one is refused here in one line (naming the file and the repair), not after Prefect started."""
+    from tasks.data.shards import dataset_version, load_manifest
+    from tasks.keys import version_prefix
+
+    version = dataset_version(raw.source_sha256, rows_per_shard)
+    if store.exists(f"{version_prefix(version)}/manifest.json"):
+        load_manifest(store, version)
 
 
 def _check_store_writable(store) -> None:

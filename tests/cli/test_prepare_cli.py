@@ -142,3 +142,22 @@ def test_a_truncated_manifest_of_the_version_to_publish_exits_2_with_one_line(tm
     assert line.endswith(f"delete {store_dir}/{prefix}/ and run `fmnist prepare --store {store_dir}` again")
     assert "Retry 1/" not in result.stderr and "Traceback" not in result.stderr  # a damaged file is not retried
     assert store.list_keys() == [f"{prefix}/manifest.json"]  # nothing written beside it
+
+
+def test_fmnist_run_on_a_store_with_a_damaged_manifest_is_refused_before_prefect_starts(tmp_path, raw_dataset) -> None:
+    """Issue 21 ("also seen"): store faults the run finds itself used to come after Prefect's temporary server had
+    started (14-38 s in). As typed, with the default store and Prefect's temporary server: one line, no Prefect."""
+    from tasks.data.shards import dataset_version
+    from tasks.keys import version_prefix
+
+    store = LocalStore(tmp_path / "artifacts")
+    prefix = version_prefix(dataset_version(raw_dataset.source_sha256, 10_000))
+    store.put_bytes(f"{prefix}/manifest.json", b'{"format": 1, "dataset": "fashion-mnist", "splits": {"tra')
+    result = run_fmnist("fmnist run --preset quick --architectures baseline", tmp_path, timeout=300)
+
+    assert result.returncode == 2, result.stderr[-4000:]
+    assert result.stderr.strip().splitlines() == [line for line in result.stderr.strip().splitlines()
+                                                  if line.startswith("fmnist run: error: ")], result.stderr[-4000:]
+    assert "the manifest of dataset version" in result.stderr and "it ends early (truncated)" in result.stderr
+    assert "prefect" not in result.stderr.lower() and result.seconds < 20, result.seconds
+    assert store.list_keys() == [f"{prefix}/manifest.json"]
