@@ -6,9 +6,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.steps import (claim, preflight, promote_champions, report, table_artifact_key, train,
-                         with_prepared_dataset)
+from flows.steps import (claim, preflight, promote_champions, report, summary_artifact_key, table_artifact_key,
+                         train, with_prepared_dataset)
 from tasks.config import PipelineConfig
+from tasks.runs.tables import log_text, run_table
 
 
 @flow(name="fmnist-run", log_prints=True)
@@ -25,11 +26,12 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
         decisions = promote_champions(run, metrics)
         result = report(run, metrics, decisions)
 
-        create_table_artifact(table=result["rows"], key=table_artifact_key(run.config),
+        create_table_artifact(table=run_table(result["rows"]), key=table_artifact_key(run.config),
                               description=f"Run {run.run_id}: test accuracy beside the report's Table 1 "
                                           f"({run.config.protocol()})")
-        create_markdown_artifact(markdown=result["markdown"], key="fmnist-summary", description=f"Run {run.run_id}")
-        logger.info("\n" + result["markdown"])
+        create_markdown_artifact(markdown=result["markdown"], key=summary_artifact_key(run.config),
+                                 description=f"Run {run.run_id}")
+        logger.info(log_text(result["markdown"]))
     finally:
         run.release()  # a failed run may be resumed at once; a killed one is taken over once its pid is gone
     return {"run_id": run.run_id, "dataset_version": run.dataset_version, "table1": result["rows"],

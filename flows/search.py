@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.steps import (claim, preflight, promote_champions, report_search, retrain, search,
                          with_prepared_dataset)
 from tasks.config import SearchConfig
-from tasks.tune.search import leaderboard_table
+from tasks.runs.tables import leaderboard_table, log_text, search_table
 
 
 @flow(name="fmnist-search", log_prints=True)
@@ -29,10 +29,10 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
         winners = retrain(run, rows)
         decisions = promote_champions(run, winners)
         result = report_search(run, rows, winners, decisions)
-        create_table_artifact(table=result["rows"], key="fmnist-search-table1",
+        create_table_artifact(table=search_table(result["rows"]), key="fmnist-search-table1",
                               description=f"Search {run.run_id}: winners' test accuracy, mean ± std over seeds")
         create_markdown_artifact(markdown=result["markdown"], key="fmnist-search-summary", description=f"Search {run.run_id}")
-        logger.info("\n" + result["markdown"])
+        logger.info(log_text(result["markdown"]))
     finally:
         run.release()
     return {"run_id": run.run_id, "table1": result["rows"], "markdown": result["markdown"], "store": run.store.uri,

@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 
+from flows.flow_run import continues, current_flow_run, run_id_of_flow_run
 from tasks.config import PipelineConfig, SearchConfig
 from tasks.data.dataset import RawDataset, fetch_dataset
 from tasks.data.shards import PrepareResult, publish_dataset
@@ -28,7 +29,8 @@ from tasks.model.recipes import KEPT_WORDS
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.lease import check_held
-from tasks.runs.run import Run, claim_run, resolve_recipes
+from tasks.runs.run import Run, claim_run, resolve_recipes, stored_origin
+from tasks.runs.deadline import start_time_limit
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
                                winners_of)
@@ -129,9 +131,21 @@ def preflight(config: PipelineConfig) -> None:
 @once
 def claim(config: PipelineConfig) -> Run:
     """A new run id with its config stored, or the unfinished run given (resumed as it began); never a finished run.
-    A run with recipe 'best' stores the recipes it will train with."""
+    A run with recipe 'best' stores the recipes it will train with.
+
+    With no run id given, the id is the flow run's (flows.flow_run): a Retry of the flow run (the UI's button, a
+    Prefect retry) claims the same run and finishes it from its checkpoints. The run's time limit counts from here."""
+    origin = current_flow_run()
+    if not config.run_id:
+        config = config.model_copy(update={"run_id": run_id_of_flow_run(config, origin)})
     store = open_store(config.store, config.s3_endpoint)
-    return claim_run(resolve_recipes(config, store), store)
+    began = stored_origin(store, config.run_id) if config.run_id else None
+    run = claim_run(resolve_recipes(config, store), store, origin)
+    start_time_limit(run.run_id, run.config.timeout)
+    said = continues(began, origin) if run.resumed else None
+    if said:
+        get_run_logger().info(f"run {run.run_id} {said}")
+    return run
 
 
 @touches_store(only_store_faults)
@@ -157,6 +171,12 @@ def table_artifact_key(config: PipelineConfig) -> str:
     if not config.comparable:
         return "fmnist-table1-custom"
     return "fmnist-table1" if config.preset == "full" else f"fmnist-table1-{config.preset}"
+
+
+def summary_artifact_key(config: PipelineConfig) -> str:
+    """The summary's history beside its table's: `fmnist-summary` for the nightly full runs, `fmnist-summary-quick`,
+    `fmnist-summary-custom`, … as table_artifact_key names the tables."""
+    return table_artifact_key(config).replace("fmnist-table1", "fmnist-summary", 1)
 
 
 # --- `fmnist run` --------------------------------------------------------------------------------------------

@@ -66,10 +66,24 @@ class Recipe(BaseModel):
         return self if self.epochs <= max_epochs else self.model_copy(update={"epochs": max_epochs})
 
     def describe(self) -> str:
-        decay = f" wd {self.weight_decay:.1e}" if self.optimizer == "adamw" else ""
+        """The recipe in words: "AdamW wd 8.3e-3, lr 2.8e-3 cosine, batch 128, smoothing 0.03, shifts, 20 epochs"."""
+        decay = f" wd {short_float(self.weight_decay)}" if self.optimizer == "adamw" else ""
+        smoothing = f"smoothing {self.label_smoothing:.2f}" if self.label_smoothing else "no smoothing"
         dropout = "" if self.dropout is None else f", dropout {self.dropout:.2f}"
-        return (f"{self.optimizer}{decay} lr {self.learning_rate:.1e} {self.schedule}, batch {self.batch_size}, "
-                f"smoothing {self.label_smoothing:.2f}, aug {self.augmentation}{dropout}, {self.epochs} epochs")
+        return (f"{OPTIMIZER_WORDS[self.optimizer]}{decay}, lr {short_float(self.learning_rate)} "
+                f"{SCHEDULE_WORDS[self.schedule]}, batch {self.batch_size}, {smoothing}, "
+                f"{AUGMENTATION_WORDS[self.augmentation]}{dropout}, {self.epochs} epochs")
+
+
+OPTIMIZER_WORDS: dict[str, str] = {"adam": "Adam", "adamw": "AdamW"}
+SCHEDULE_WORDS: dict[str, str] = {"constant": "constant", "cosine": "cosine", "one_cycle": "one-cycle"}
+AUGMENTATION_WORDS: dict[str, str] = {"none": "no augmentation", "shift": "shifts", "shift_flip": "shifts and flips"}
+
+
+def short_float(value: float) -> str:
+    """A rate in two significant digits, the exponent without padding: 0.0028 -> "2.8e-3"."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def parse_recipe(values: Any, where: str) -> Recipe:

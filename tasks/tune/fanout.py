@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,9 +22,10 @@ from tasks.model.recipes import Recipe, recipe_for
 from tasks.model.spec import TrialSpec
 from tasks.model.training import SplitArrays, load_dataset_arrays, train_trial
 from tasks.runs.hints import resume_command
+from tasks.runs.deadline import check_time_limit
 from tasks.runs.run import Run
 from tasks.tune.cluster import connect_ray
-from tasks.tune.progress import trial_error_line, trial_progress_callback
+from tasks.tune.progress import starting_line, trial_error_line, trial_progress_callback
 from tasks.tune.ray_compat import aws_keys_kept_from_trials
 from tasks.tune.tune_state import repair_experiment_state
 from tasks.progress import Progress
@@ -98,6 +100,34 @@ def trial_parameters(run: Run, experiment: Experiment) -> dict[str, Any]:
     return parameters
 
 
+def quiet_tune_output() -> None:
+    """Tune's console output off, so that the flow's log has only our lines. With `verbose=0` Ray 2.60's default
+    output engine still prints its configuration box, "View detailed results here", a TensorBoard hint and blank
+    lines (tune/experimental/output.py, printed whatever the verbosity); its documented switch
+    RAY_AIR_NEW_OUTPUT=0 selects the older engine, which prints nothing at verbosity 0. A user's own setting wins."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def trial_count(experiment: Experiment) -> int:
+    """How many trials the experiment runs: a search's samples, else one per spec."""
+    samples = getattr(experiment.tune_config, "num_samples", None)
+    return samples if experiment.search_space is not None and samples else len(experiment.specs)
+
+
+def concurrency_limit(experiment: Experiment) -> int | None:
+    """The most trials the experiment runs at once by its own limit (a search's ConcurrencyLimiter), if any."""
+    config = experiment.tune_config
+    return (getattr(config, "max_concurrent_trials", None)
+            or getattr(getattr(config, "search_alg", None), "max_concurrent", None))
+
+
+def cluster_resources() -> dict[str, float]:
+    """What the Ray cluster this process joined has ({} when it joined none)."""
+    import ray
+
+    return dict(ray.cluster_resources()) if ray.is_initialized() else {}
+
+
 def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: None, progress_callback=None):
     """The Tuner of one experiment, storing under runs/<run_id>/<experiment.name>; restored if Tune saved its state
     there before (a run's experiments; a search is not restored).
@@ -109,7 +139,11 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
     from tasks.tune.fencing import StopWhenLeaseLost
     from tasks.tune.outage import WaitForStoreBeforeRestart
 
+    quiet_tune_output()
     progress_callback = progress_callback or trial_progress_callback(progress, live=False)
+    progress_callback.starting = starting_line(trial_count(experiment), run.config.cpus_per_trial,
+                                               run.config.gpus_per_trial, cluster_resources(),
+                                               concurrency_limit(experiment))
     filesystem, base = run.store.arrow_filesystem()
     parent, _, name = f"{base}/{run.paths.experiment(experiment.name)}".rpartition("/")
     trainable = experiment.trainable
@@ -190,6 +224,7 @@ def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = 
     except Exception as exc:
         if run.lease is not None and run.lease.lost is not None:
             raise run.lease.lost from None  # the takeover, not what Tune made of it, is why the run ended
+        check_time_limit(run.run_id, f"{how} `{resume_with}`")  # the time limit, not what Tune made of it
         cause = store_failure_in(exc)
         if cause is None:
             raise
@@ -199,6 +234,7 @@ def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = 
                          f"{how} `{resume_with}`") from None
     if run.lease is not None:
         run.lease.check()  # taken over while Tune ran (its stopper ended the trials): the one line, nothing more
+    check_time_limit(run.run_id, f"{how} `{resume_with}`")  # past it, the stopper ended the trials: TimedOut
     failed = [(TrialSpec.from_tune(r.config).label, r.error) for r in results if r.error]
     if failed and not tolerate_failures:
         details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)

@@ -177,15 +177,19 @@ class TrialBoard:
                 # (0: it trained again from the start, its checkpoint unusable).
                 row.restarted_at, row.restart_pending = row.epoch - 1, False
         label = self.label(row)
+        restarted = f" (restarted from epoch {row.restarted_at})" if restarting else ""
+        epoch = (f"{label}: epoch {row.epoch}/{row.max_epochs} val_accuracy {100 * (row.val_accuracy or 0):.2f}% "
+                 f"({row.seconds or 0:.1f} s){restarted}")
         if row.finished_result:
             accuracy = result.get("test_accuracy")
             tested = f", test accuracy {100 * accuracy:.2f}%" if isinstance(accuracy, (int, float)) else ""
             if row.state == TrialState.STOPPED_EARLY:
-                return f"{label}: stopped early (patience) after {row.epoch} of {row.max_epochs} epochs{tested}"
-            return f"{label}: finished after {row.epoch} epochs{tested}"
-        restarted = f" (restarted from epoch {row.restarted_at})" if restarting else ""
-        return (f"{label}: epoch {row.epoch}/{row.max_epochs} val_accuracy {100 * (row.val_accuracy or 0):.2f}% "
-                f"({row.seconds or 0:.1f} s){restarted}")
+                ended = f"stopped early (patience) after {row.epoch} of {row.max_epochs} epochs{tested}"
+            else:
+                ended = f"finished after {row.epoch} epochs{tested}"
+            # A trial that publishes nothing (a search's) says finished in its last epoch's result: one line for both.
+            return f"{epoch}; {ended}" if "val_accuracy" in result else f"{label}: {ended}"
+        return epoch
 
     def completed(self, trial: Any) -> str | None:
         """Tune ended the trial: after its finished result, or stopped by a scheduler (ASHA) without one."""
@@ -235,6 +239,20 @@ class TrialBoard:
                 row.restarted_at = int(result["resumed_from_epoch"])
         else:
             row.state = TrialState.RUNNING
+
+
+def starting_line(trials: int, cpus_per_trial: float, gpus_per_trial: float, cluster: dict[str, float],
+                  max_concurrent: int | None = None) -> str:
+    """What the log says the moment Tune starts, before the first epoch (which waits for each trial's worker to
+    start and load TensorFlow): how many trials, on what, how many at a time. `cluster`: ray.cluster_resources()."""
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    fits = [int(cpus // cpus_per_trial)] if cpus_per_trial else []
+    fits += [int(gpus // gpus_per_trial)] if gpus_per_trial else []
+    at_once = max(1, min([trials, *fits, *([max_concurrent] if max_concurrent else [])]))
+    on = f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" and {gpus:g} GPU{'s' if gpus != 1 else ''}" if gpus else "")
+    each = f"{cpus_per_trial:g} CPU" + (f" and {gpus_per_trial:g} GPU" if gpus_per_trial else "")
+    return (f"{trials} trial{'s' if trials != 1 else ''} starting on {on} ({each} each, up to {at_once} at a time); "
+            f"a line per epoch of each trial follows")
 
 
 # --- the terminal --------------------------------------------------------------------------------------------
@@ -447,6 +465,7 @@ def _callback_class() -> type:
             self.log = log
             self.board = TrialBoard()
             self.view = LiveTable(self.board) if live else None
+            self.starting: str | None = None  # said when Tune starts; make_tuner sets it (starting_line)
 
         # Pickled by reference (see trial_progress_callback); copies are the object itself.
         def __reduce__(self):
@@ -481,6 +500,8 @@ def _callback_class() -> type:
 
         def setup(self, **info) -> None:
             self.board.started = _run_started if _run_started is not None else time.monotonic()
+            if self.starting:
+                self.log(self.starting)  # before the live table starts: a plain line, above it
             if self.view is not None:
                 _active_views.add(self.view)
                 try:

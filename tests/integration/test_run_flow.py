@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import uuid
 
 import pytest
@@ -9,6 +10,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.cli import main
+from tasks.model.architectures import ARCHITECTURES
 from tasks.model.artifacts import load_run_model
 from tasks.config import ALL_ARCHITECTURES
 from tasks.data.shards import load_split
@@ -66,12 +68,23 @@ def test_prefect_ui_gets_the_table_and_summary_artifacts(quick_run):
             return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
     # Other tests' runs share this Prefect server: find this run's artifacts by its flow run.
-    summary = next(a for a in asyncio.run(read("fmnist-summary")) if "Run quick-e2e:" in a.data)
-    # A quick run's table has its own history, apart from the full protocol's nightly one.
+    summary = next(a for a in asyncio.run(read("fmnist-summary-quick")) if "Run quick-e2e:" in a.data)
+    # A quick run's table and summary have their own history, apart from the full protocol's nightly one.
     table = next(a for a in asyncio.run(read("fmnist-table1-quick")) if a.flow_run_id == summary.flow_run_id)
-    assert not [a for a in asyncio.run(read("fmnist-table1")) if a.flow_run_id == summary.flow_run_id]
-    assert [row["key"] for row in json.loads(table.data)] == list(ALL_ARCHITECTURES)
+    for nightly in ("fmnist-table1", "fmnist-summary"):
+        assert not [a for a in asyncio.run(read(nightly)) if a.flow_run_id == summary.flow_run_id]
     assert "| 2 CNN Layers + 1 Hidden Layer |" in summary.data and "## Champion" in summary.data
+    # For people: headers in words with units, the test accuracy first, numbers as they read in the summary.
+    rows = json.loads(table.data)
+    assert list(rows[0])[:4] == ["Model", "Test accuracy (%)", "Report's test accuracy (%)", "Δ vs report (points)"]
+    assert [row["Model"] for row in rows] == [ARCHITECTURES[key].report_name for key in ALL_ARCHITECTURES]
+    stored = {row["model"]: row for row in json.loads(quick_run.get_bytes("runs/quick-e2e/summary.json"))["table1"]}
+    cnn2 = rows[-1]
+    assert cnn2["Parameters"] == "409,034" and cnn2["Report's test accuracy (%)"] == "92.72"
+    assert cnn2["Test accuracy (%)"] == f"{stored[cnn2['Model']]['test_acc']:.2f}"
+    assert cnn2["Δ vs report (points)"] == f"{stored[cnn2['Model']]['test_acc_diff']:+.2f}"
+    assert all(re.fullmatch(r"[+-]?[\d,]+(\.\d\d)?", value) for row in rows for name, value in row.items()
+               if name != "Model"), rows
 
 
 def test_a_finished_run_is_never_overwritten(quick_run, s3_server, capsys):

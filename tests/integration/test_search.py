@@ -123,7 +123,7 @@ def test_table1_summary_recipes_and_the_prefect_artifacts(quick_search, prefect_
     summary_artifact = next(a for a in asyncio.run(read("fmnist-search-summary")) if "Search search-e2e:" in a.data)
     leaderboard = next(a for a in asyncio.run(read("fmnist-search-leaderboard"))
                        if a.flow_run_id == summary_artifact.flow_run_id)
-    assert sorted(row["trial_id"] for row in json.loads(leaderboard.data)) == sorted(row["trial_id"] for row in rows)
+    assert sorted(row["Trial"] for row in json.loads(leaderboard.data)) == sorted(row["trial_id"] for row in rows)
 
 
 def test_recipe_best_trains_with_the_stored_recipe(quick_search, s3_server):
