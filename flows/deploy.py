@@ -20,8 +20,13 @@ from flows.run import run_flow
 from flows.search import search_flow
 from tasks.config import PipelineConfig
 from tasks.errors import ConfigError
+from tasks.runs.deadline import in_words
 
 DEFAULT_CRON = "0 2 * * *"  # 02:00 every night
+
+# A deployment's runs get a time limit unless --timeout is given (config.timeout): past it the run ends TimedOut,
+# its trials stopped and its checkpoints kept, and the next queued run starts. A search takes longer.
+DEFAULT_TIMEOUT_S = {"run": 6 * 3600.0, "search": 24 * 3600.0}
 
 
 # The flows `fmnist deploy --flow NAME` deploys, by the name the option takes. Each takes one parameter, `config`,
@@ -57,6 +62,7 @@ def _deployment_settings(config: PipelineConfig, name: str, cron: str, timezone:
         CronSim(cron, datetime.now())
     except Exception as exc:
         raise ConfigError(f"cron {cron!r}: not a valid cron expression ({exc}); e.g. '0 2 * * *' for 02:00 nightly") from None
+    config = with_time_limit(config, flow)
     strategies = {"enqueue": ConcurrencyLimitStrategy.ENQUEUE, "cancel": ConcurrencyLimitStrategy.CANCEL_NEW}
     if on_collision not in strategies:
         raise ConfigError(f"on-collision {on_collision!r}: expected 'enqueue' or 'cancel'")
@@ -69,6 +75,18 @@ def _deployment_settings(config: PipelineConfig, name: str, cron: str, timezone:
         description=DESCRIPTIONS[flow],
         tags=["fmnist"],
     )
+
+
+def with_time_limit(config: PipelineConfig, flow: str = "run") -> PipelineConfig:
+    """The config with the deployment's time limit: the one given, else the flow's default; a search's must leave
+    time after its time budget for the winners' retraining."""
+    timeout = config.timeout or DEFAULT_TIMEOUT_S.get(flow, DEFAULT_TIMEOUT_S["run"])
+    budget = getattr(config, "time_budget", None)
+    if budget is not None and timeout <= budget:
+        raise ConfigError(f"--timeout {in_words(timeout)} is not longer than the search's --time-budget "
+                          f"{in_words(budget)}: the "
+                          f"search would time out before its winners are retrained; give --timeout more")
+    return config.model_copy(update={"timeout": timeout})
 
 
 def deployable_flow(name: str) -> Flow:

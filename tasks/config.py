@@ -123,6 +123,11 @@ class PipelineConfig(BaseModel):
     ray_address: str | None = Field(
         None, pattern=_NO_CREDENTIALS_PATTERN,
         description="Existing Ray cluster, e.g. ray://head:10001 or auto (empty: RAY_ADDRESS, else a local Ray).")
+    timeout: float | None = Field(
+        None, gt=0, le=7 * 24 * 3600,
+        description="Time limit of the run in seconds (CLI also '30m', '6h'): past it the trials are stopped where "
+                    "they are (checkpoints kept, the run resumable) and the run ends TimedOut (empty: no limit; "
+                    "`fmnist deploy` sets 6h for a run, 24h for a search unless given).")
     run_id: str | None = Field(
         None, pattern=_RUN_ID_PATTERN,
         description="Name of the run: letters, digits, '_', '-', '.', at most 64 (empty: generated). "
@@ -176,6 +181,11 @@ class PipelineConfig(BaseModel):
         if isinstance(_refuse_credentials(value), str) and not re.match(_ENDPOINT_PATTERN, value):
             raise ValueError("expected an http:// or https:// URL, e.g. http://127.0.0.1:9000")
         return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout_duration(cls, value: Any) -> Any:
+        return seconds_of(value)
 
     @field_validator("run_id", mode="before")
     @classmethod

@@ -22,7 +22,7 @@ from tasks.settings import current_settings
 # Fields a command line never carries (filled in by the run, or said by store_options).
 _NOT_REPEATED = ("run_id", "recipes", "store", "s3_endpoint")
 # What a stored config.json holds beside the config's fields.
-RECORD_KEYS = ("kind", "started_at")
+RECORD_KEYS = ("kind", "started_at", "prefect")  # "prefect": the flow run that claimed it, if any
 
 
 def store_options(store_uri: str, s3_endpoint: str | None) -> str:

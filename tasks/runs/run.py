@@ -89,11 +89,23 @@ def utc_iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def claim_record(config: PipelineConfig, started: float) -> bytes:
+def claim_record(config: PipelineConfig, started: float, origin: dict[str, Any] | None = None) -> bytes:
     """runs/<id>/config.json: the config and its kind (tasks.config.config_record), and when the run was claimed
-    (`started_at`, UTC: what `fmnist runs` orders by, whatever a copy of the folder does to its write time)."""
+    (`started_at`, UTC: what `fmnist runs` orders by, whatever a copy of the folder does to its write time); with
+    `origin`, the Prefect flow run that claimed it (`prefect`: its id, name, deployment, link)."""
     values = json.loads(config_record(config))
-    return json.dumps({"kind": values["kind"], "started_at": utc_iso(started), **values}, indent=2).encode()
+    record = {"kind": values["kind"], "started_at": utc_iso(started), **({"prefect": origin} if origin else {})}
+    return json.dumps({**record, **values}, indent=2).encode()
+
+
+def stored_origin(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The Prefect flow run that claimed the run (config.json's `prefect`), or None (a run of the CLI, or none)."""
+    data, _ = store.read_versioned(RunPaths(run_id).config)
+    try:
+        origin = json.loads(data).get("prefect") if data is not None else None
+    except (ValueError, AttributeError):
+        return None
+    return origin if isinstance(origin, dict) else None
 
 
 def read_stored_config(store: Store, run_id: str, claimant: RunKind = "run") -> PipelineConfig | None:
@@ -158,8 +170,9 @@ def refuse_finished(store: Store, run_id: str) -> None:
                           "overwritten; leave --run-id empty for a new run")
 
 
-def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
-    """A new run (its config written first), or the unfinished run `config.run_id` names (resumed as it began)."""
+def claim_run(config: PipelineConfig, store: Store | None = None, origin: dict[str, Any] | None = None) -> Run:
+    """A new run (its config written first), or the unfinished run `config.run_id` names (resumed as it began).
+    `origin`: the Prefect flow run that claims it, recorded in a new run's config.json."""
     store = store or open_store(config.store, config.s3_endpoint)
     run_id = config.run_id or new_run_id()
     paths = RunPaths(run_id)
@@ -169,7 +182,7 @@ def claim_run(config: PipelineConfig, store: Store | None = None) -> Run:
     try:
         config = config.model_copy(update={"run_id": run_id})
         started = time.time()
-        if store.put_if_absent(paths.config, claim_record(config, started)):
+        if store.put_if_absent(paths.config, claim_record(config, started, origin)):
             return Run(config, store, paths, resumed=False, started=started, lease=lease)
         stored = read_stored_config(store, run_id, kind_of(config))
         if stored is not None:  # None only if it was deleted just now: nothing to compare with

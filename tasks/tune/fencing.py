@@ -13,6 +13,7 @@ from typing import Any
 from ray import tune
 
 from tasks.runs.lease import held_lease
+from tasks.runs.deadline import time_is_up
 
 
 class StopWhenLeaseLost(tune.Stopper):
@@ -25,5 +26,7 @@ class StopWhenLeaseLost(tune.Stopper):
         return self.stop_all()
 
     def stop_all(self) -> bool:
+        """Also True once the run's time limit has passed (tasks.runs.deadline): the same clean stop, the trials'
+        checkpoints kept. The class keeps its name: resumed experiments unpickle it from tuner.pkl."""
         lease = held_lease(self.run_id)
-        return lease is not None and lease.lost is not None
+        return (lease is not None and lease.lost is not None) or time_is_up(self.run_id)

@@ -1,0 +1,54 @@
+"""What a run knows of the Prefect flow run it runs in: its run id when none is given, and the record of that flow run
+kept in config.json (so that a resume from the CLI says which flow run it continues).
+
+A run id derived from the flow run is the same on every attempt of that flow run: the UI's Retry (the flow run set
+to AwaitingRetry, then run again with the same id) and Prefect's own flow retries claim the same run, which resumes
+from its checkpoints instead of starting another. A search is not resumed (tasks.runs.run): its later attempts get
+the attempt's number as a suffix, a new search each.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from tasks.config import PipelineConfig, SearchConfig
+
+
+def current_flow_run() -> dict[str, Any] | None:
+    """The flow run this code runs in (id, name, deployment, attempt, UI link), or None outside one."""
+    from prefect.context import FlowRunContext
+    from prefect.runtime import deployment, flow_run
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    created = context.flow_run.created or context.flow_run.expected_start_time
+    return {"flow_run_id": str(context.flow_run.id), "flow_run_name": context.flow_run.name,
+            "flow_name": flow_run.get_flow_name(),
+            "deployment": f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
+            "attempt": flow_run.get_run_count(), "ui_url": flow_run.get_flow_run_ui_url(),
+            "created": created.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S") if created else None}
+
+
+def run_id_of_flow_run(config: PipelineConfig, origin: dict[str, Any] | None) -> str | None:
+    """`<created, UTC>-<the flow run id's first 8 hex digits>` (a search's later attempt: `…-a<N>`), or None
+    outside a flow run."""
+    if origin is None:
+        return None
+    stamp = origin["created"] or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_id = f"{stamp}-{origin['flow_run_id'].replace('-', '')[:8]}"
+    attempt = origin.get("attempt") or 1
+    if isinstance(config, SearchConfig) and attempt > 1:
+        run_id += f"-a{attempt}"
+    return run_id
+
+
+def continues(stored: dict[str, Any] | None, origin: dict[str, Any] | None) -> str | None:
+    """What a resumed run says of the flow run that began it: None when there is none, or this is that flow run."""
+    if not stored or (origin and origin.get("flow_run_id") == stored.get("flow_run_id")):
+        return None
+    began = f"flow run {stored.get('flow_run_name')!r} ({stored.get('flow_run_id')})"
+    if stored.get("deployment"):
+        began += f" of deployment {stored['deployment']}"
+    return f"continues {began}" + (f", {stored['ui_url']}" if stored.get("ui_url") else "")
