@@ -62,5 +62,119 @@ def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes
     assert not (run_folder / "run.json").exists()
     resumed = run_fmnist(["fmnist", "run", "--resume", run_folder.name], tmp_path, env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # It says which of the deployment's flow runs it continues.
+    assert f"continues flow run {flow_run.name!r} ({flow_run.id}) of deployment fmnist-run/{name}" in (
+        resumed.stdout + resumed.stderr), resumed.stderr[-3000:]
     metrics = json.loads((run_folder / "cnn2" / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] >= 1 and metrics["epochs"] == 6
+
+
+def _serve(tmp_path, name: str, options: list[str], env: dict):
+    return start_fmnist(["fmnist", "deploy", "--name", name, *options], tmp_path, env,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(serve) -> None:
+    stop_group(serve, signal.SIGINT)
+    try:
+        serve.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stop_group(serve)
+        serve.wait(timeout=10)
+
+
+async def _call(method, *args, **kwargs):
+    async with get_client() as client:
+        return await getattr(client, method)(*args, **kwargs)
+
+
+def _deployment(name: str, flow: str = "fmnist-run"):
+    found: list = []
+
+    async def read():
+        async with get_client() as client:
+            try:
+                return await client.read_deployment_by_name(f"{flow}/{name}")
+            except Exception:
+                return None
+
+    wait_for(lambda: found.append(asyncio.run(read())) or found[-1] is not None, 120, "the deployment")
+    return found[-1]
+
+
+def _final_state(flow_run_id, timeout: float, what: str):
+    wait_for(lambda: asyncio.run(_call("read_flow_run", flow_run_id)).state.is_final(), timeout, what, interval=1)
+    return asyncio.run(_call("read_flow_run", flow_run_id))
+
+
+@pytest.mark.slow
+def test_a_run_past_its_time_limit_ends_timed_out_resumable_and_the_queued_run_starts(prefect_api, tmp_path):
+    """`fmnist deploy --timeout 40s`: a run that trains longer ends TimedOut (its trials stopped, its checkpoints
+    kept, its run unfinished and resumable); the run queued behind it (concurrency limit 1) then starts and
+    completes."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    env = {"PREFECT_API_URL": prefect_api}
+    name = f"limit-{uuid.uuid4().hex[:6]}"
+    serve = _serve(tmp_path, name, ["--preset", "quick", "--architectures", "cnn2", "--max-epochs", "500",
+                                    "--patience", "500", "--train-rows", "6000", "--test-rows", "500",
+                                    "--timeout", "40s"], env)
+    try:
+        deployment = _deployment(name)
+        assert deployment.parameters["config"]["timeout"] == 40
+        long_run = asyncio.run(_call("create_flow_run_from_deployment", deployment.id))
+        short = {**deployment.parameters["config"], "architectures": ["baseline"], "max_epochs": 1, "timeout": None}
+        queued = asyncio.run(_call("create_flow_run_from_deployment", deployment.id, parameters={"config": short}))
+        ended = _final_state(long_run.id, 240, "the long run to end")
+        assert (ended.state.type.value, ended.state.name) == ("FAILED", "TimedOut"), ended.state
+        assert ended.total_run_time.total_seconds() < 40 + 60, ended.total_run_time  # the limit, then the stop
+        logs = asyncio.run(_call("read_logs", log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[long_run.id]))))
+        assert any("time limit of 40s was reached" in log.message and "--resume" in log.message for log in logs)
+        after = _final_state(queued.id, 300, "the queued run to finish")
+        assert after.state.is_completed(), after.state
+        assert after.start_time >= ended.end_time  # it waited for the slot, then started
+    finally:
+        _stop(serve)
+    runs = {p.name: p for p in (tmp_path / "artifacts" / "runs").iterdir()}
+    (timed_out,) = [p for p in runs.values() if not (p / "run.json").exists()]
+    assert list(timed_out.glob("tune/*/checkpoint_*"))  # what it trained is kept
+    assert json.loads((timed_out / "config.json").read_text())["prefect"]["flow_run_id"] == str(long_run.id)
+    listed = run_fmnist(["fmnist", "runs"], tmp_path, env, timeout=120)
+    (line,) = [line for line in listed.stdout.splitlines() if timed_out.name in line]
+    assert "resumable" in line, listed.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_retry_of_a_cancelled_deployment_run_finishes_the_same_run_from_its_checkpoints(prefect_api, tmp_path):
+    """A deployment's run cancelled after a checkpoint, then retried as the UI's Retry button does (the same flow
+    run set to AwaitingRetry): it claims the same run id (derived from the flow run) and finishes it from its
+    checkpoints, no finished epoch trained again."""
+    from prefect.states import AwaitingRetry
+
+    env = {"PREFECT_API_URL": prefect_api}
+    name = f"retry-{uuid.uuid4().hex[:6]}"
+    serve = _serve(tmp_path, name, ["--preset", "quick", "--architectures", "cnn2", "--max-epochs", "12",
+                                    "--patience", "12", "--train-rows", "6000", "--test-rows", "500"], env)
+    runs = tmp_path / "artifacts" / "runs"
+    try:
+        deployment = _deployment(name)
+        flow_run = asyncio.run(_call("create_flow_run_from_deployment", deployment.id))
+        wait_for(lambda: list(runs.glob("*/tune/*/checkpoint_*")), 240, "a cnn2 checkpoint")
+        asyncio.run(_call("set_flow_run_state", flow_run.id, Cancelling()))
+        cancelled = _final_state(flow_run.id, 90, "the cancel")
+        assert cancelled.state.is_cancelled(), cancelled.state
+        (run_folder,) = runs.iterdir()
+        checkpointed = max(int(p.name.split("_")[-1]) for p in run_folder.glob("tune/*/checkpoint_*")) + 1
+        assert not (run_folder / "run.json").exists()
+        # The UI's Retry: the same flow run, force-set to AwaitingRetry (Scheduled); the runner runs it again.
+        asyncio.run(_call("set_flow_run_state", flow_run.id, AwaitingRetry(message="Retry from the UI"), force=True))
+        retried = _final_state(flow_run.id, 400, "the retried run to finish")
+        assert retried.state.is_completed(), retried.state
+        assert retried.run_count >= 2
+    finally:
+        _stop(serve)
+    assert [p.name for p in runs.iterdir()] == [run_folder.name]  # the same run id, no other run
+    metrics = json.loads((run_folder / "cnn2" / "metrics.json").read_text())
+    assert metrics["epochs"] == 12 and metrics["resumed_from_epoch"] >= checkpointed, (metrics, checkpointed)
+    history = (run_folder / "cnn2" / "history.csv").read_text().splitlines()[1:]
+    assert len(history) == 12  # one line per epoch: none trained twice into the history

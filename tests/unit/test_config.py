@@ -29,6 +29,7 @@ BAD = {
     "promotion_margin": 2,
     "promotion_alpha": 0,
     "ray_address": 5,
+    "timeout": "6 days",
     "run_id": "../other-run",
     "recipe": "bestest",
     "recipes": {"cnn2": {"learning_rate": -1}},

@@ -14,3 +14,14 @@ def test_bad_schedule_settings_are_named(kwargs, message):
     with pytest.raises(ConfigError) as error:
         nightly_deployment(PipelineConfig(), **kwargs)
     assert message in str(error.value)
+
+
+def test_a_deployments_runs_get_a_time_limit_the_searchs_longer_and_after_its_budget():
+    from tasks.config import SearchConfig
+
+    assert nightly_deployment(PipelineConfig()).parameters["config"]["timeout"] == 6 * 3600
+    assert nightly_deployment(SearchConfig(), flow="search").parameters["config"]["timeout"] == 24 * 3600
+    assert nightly_deployment(PipelineConfig(timeout="90m")).parameters["config"]["timeout"] == 5400
+    with pytest.raises(ConfigError) as error:
+        nightly_deployment(SearchConfig(time_budget="8h", timeout="6h"), flow="search")
+    assert "--timeout 6h is not longer than the search's --time-budget 8h" in str(error.value)
