@@ -20,6 +20,7 @@ the unit tier starts none of them.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,14 @@ from pathlib import Path
 import pytest
 
 from tests.seaweed_server import SeaweedServer, temporary_root
+
+# The commands the tests start get a terminal's Ctrl-C, as a user's do. A test session started in the background by
+# a non-interactive shell (`cmd &` in a script: "asynchronous commands ignore SIGINT") has SIGINT ignored, and an
+# ignored signal stays ignored across exec: every `fmnist deploy` or `prefect worker` started here would ignore the
+# Ctrl-C a test sends it. A handler (unlike SIG_IGN) is reset to the default by exec, so the children start as from
+# a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = (
