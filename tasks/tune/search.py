@@ -334,13 +334,6 @@ def leaderboard_markdown(run_id: str, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def leaderboard_table(rows: list[dict]) -> list[dict]:
-    """The leaderboard flat, for the Prefect UI's table artifact: the recipe in words; every row with the same
-    columns (run_id: the earlier search a warm-start row came from, empty for this search's)."""
-    return [{**{k: v for k, v in row.items() if k != "config"}, "run_id": row.get("run_id"),
-             "recipe": Recipe(**row["config"]).describe()} for row in rows]
-
-
 def publish_leaderboard(store: Store, run_id: str, rows: list[dict]) -> None:
     paths = RunPaths(run_id)
     store.put_bytes(paths.leaderboard_md, leaderboard_markdown(run_id, rows).encode())
