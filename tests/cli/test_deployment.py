@@ -22,9 +22,8 @@ def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes
     `fmnist run --resume ID` from the same folder finishes it from the checkpoints."""
     env = {"PREFECT_API_URL": prefect_api}
     name = f"cancel-{uuid.uuid4().hex[:6]}"
-    serve = start_fmnist(["fmnist", "deploy", "--name", name, "--preset", "quick", "--architectures", "cnn2",
-                          "--max-epochs", "6", "--train-rows", "6000", "--test-rows", "500"], tmp_path, env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = _serve(tmp_path, name, ["--preset", "quick", "--architectures", "cnn2", "--max-epochs", "6",
+                                    "--train-rows", "6000", "--test-rows", "500"], env)
 
     def trials_of(pid: int) -> list[str]:
         return [line for line in live_processes(pid) if "ImplicitFunc" in line]  # the session `fmnist deploy` leads
@@ -51,12 +50,7 @@ def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes
         assert states[-1] == "CANCELLED" and "CRASHED" not in states, states
         wait_for(lambda: not trials_of(serve.pid), 60, "the cancelled run's trials to end")
     finally:
-        stop_group(serve, signal.SIGINT)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_group(serve)
-            serve.wait(timeout=10)
+        _stop(serve)
 
     (run_folder,) = (tmp_path / "artifacts" / "runs").iterdir()
     assert not (run_folder / "run.json").exists()
