@@ -2,17 +2,14 @@
 kept in config.json (so that a resume from the CLI says which flow run it continues).
 
 A run id derived from the flow run is the same on every attempt of that flow run: the UI's Retry (the flow run set
-to AwaitingRetry, then run again with the same id) and Prefect's own flow retries claim the same run, which resumes
-from its checkpoints instead of starting another. A search is not resumed (tasks.runs.run): its later attempts get
-the attempt's number as a suffix, a new search each.
+to AwaitingRetry, then run again with the same id) and Prefect's own flow retries claim the same run (or search),
+which resumes from its checkpoints instead of starting another.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any
-
-from tasks.config import PipelineConfig, SearchConfig
 
 
 def current_flow_run() -> dict[str, Any] | None:
@@ -31,17 +28,13 @@ def current_flow_run() -> dict[str, Any] | None:
             "created": created.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S") if created else None}
 
 
-def run_id_of_flow_run(config: PipelineConfig, origin: dict[str, Any] | None) -> str | None:
-    """`<created, UTC>-<the flow run id's first 8 hex digits>` (a search's later attempt: `…-a<N>`), or None
-    outside a flow run."""
+def run_id_of_flow_run(origin: dict[str, Any] | None) -> str | None:
+    """`<created, UTC>-<the flow run id's first 8 hex digits>`, the same on every attempt, or None outside a flow
+    run."""
     if origin is None:
         return None
     stamp = origin["created"] or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_id = f"{stamp}-{origin['flow_run_id'].replace('-', '')[:8]}"
-    attempt = origin.get("attempt") or 1
-    if isinstance(config, SearchConfig) and attempt > 1:
-        run_id += f"-a{attempt}"
-    return run_id
+    return f"{stamp}-{origin['flow_run_id'].replace('-', '')[:8]}"
 
 
 def continues(stored: dict[str, Any] | None, origin: dict[str, Any] | None) -> str | None:

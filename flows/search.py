@@ -20,7 +20,8 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
     run = claim(config)
     try:
         logger = get_run_logger()
-        logger.info(f"search {run.run_id}: {', '.join(run.config.architectures)}; {run.config.num_samples} recipes "
+        logger.info(f"search {run.run_id} ({'resumed' if run.resumed else 'new'}): "
+                    f"{', '.join(run.config.architectures)}; {run.config.num_samples} recipes "
                     f"each, {run.config.scheduler.upper()}; {run.config.protocol()}; store {run.store.uri}")
         run = with_prepared_dataset(run)
         rows = search(run)

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 
 from flows.flow_run import continues, current_flow_run, run_id_of_flow_run
+from flows.notify import announce_decisions
 from tasks.config import PipelineConfig, SearchConfig
 from tasks.data.dataset import RawDataset, fetch_dataset
 from tasks.data.shards import PrepareResult, publish_dataset
@@ -137,7 +138,7 @@ def claim(config: PipelineConfig) -> Run:
     Prefect retry) claims the same run and finishes it from its checkpoints. The run's time limit counts from here."""
     origin = current_flow_run()
     if not config.run_id:
-        config = config.model_copy(update={"run_id": run_id_of_flow_run(config, origin)})
+        config = config.model_copy(update={"run_id": run_id_of_flow_run(origin)})
     store = open_store(config.store, config.s3_endpoint)
     began = stored_origin(store, config.run_id) if config.run_id else None
     run = claim_run(resolve_recipes(config, store), store, origin)
@@ -160,6 +161,7 @@ def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
         raise keep_unpromoted_summary(run, metrics, exc) from None  # Table 1 kept; the run stays resumable
     for decision in decisions:
         get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
+    announce_decisions(run, decisions, get_run_logger().warning)  # the events `fmnist deploy --notify` automates on
     return decisions
 
 

@@ -41,6 +41,11 @@ PROTOCOL_FIELDS: tuple[str, ...] = ("preset", "source", "rows_per_shard", "archi
                                     "patience", "train_rows", "test_rows", "seed", "steps_per_execution", "recipe",
                                     "recipes")
 
+# A search's own fields that decide what it tries: a resumed search keeps them (Tune restores the interrupted
+# architecture's searcher and scheduler as they began). Its time budget is not among them: a resume gets the one given.
+SEARCH_PROTOCOL_FIELDS: tuple[str, ...] = ("num_samples", "scheduler", "grace_period", "reduction_factor",
+                                           "max_concurrent", "seeds", "warm_start")
+
 COMPARABILITY_FIELDS: tuple[str, ...] = ("batch_size", "patience", "seed")
 
 # The embedded default store: a folder beside where the command runs (made absolute when a config is built).

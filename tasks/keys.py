@@ -2,7 +2,8 @@
 
     datasets/fashion-mnist/<version>/{manifest.json, <split>-NNNNN.parquet}   the Parquet shards
     runs/<run_id>/{config.json, run.json, summary.*, lease.json, tune/, <arch>/…}   one run
-    runs/<run_id>/{search/<arch>/, search/leaderboard.*, retrain/, <arch>/seed-<n>/}   a search's own
+    runs/<run_id>/{search/<arch>/, search/<arch>.{rows,warm-start}.json, search/leaderboard.*, retrain/,
+                   <arch>/seed-<n>/}                                           a search's own
     models/champion.json                                                       the champion pointer
     recipes/<preset>/<arch>.json                                               the best searched recipes
 """
@@ -80,6 +81,14 @@ class RunPaths:
     @property
     def leaderboard_md(self) -> str:
         return f"{self.search}/leaderboard.md"
+
+    def searched_rows(self, architecture: str) -> str:
+        """One architecture's leaderboard rows, written when its search ends: a resumed search skips it."""
+        return f"{self.search}/{architecture}.rows.json"
+
+    def warm_start_rows(self, architecture: str) -> str:
+        """The earlier searches' trials one architecture's search began from: a resume keeps the same ones."""
+        return f"{self.search}/{architecture}.warm-start.json"
 
     def model_prefix(self, architecture: str) -> str:
         return f"{self.root}/{architecture}"

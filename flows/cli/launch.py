@@ -27,32 +27,28 @@ def _open_store(uri: str, s3_endpoint: str | None):
 
 def config_from(args: argparse.Namespace) -> PipelineConfig:
     """The config the options describe; for a run id that exists in the store (--resume, or --run-id of an
-    unfinished run), the config that run stored when it began, with the options given that don't change it."""
+    unfinished run or search), the config it stored when it began, with the options given that don't change it."""
+    from tasks.config import kind_of
     from tasks.keys import RunPaths
     from tasks.runs.run import read_stored_config, refuse_finished, resume_config
 
     given = given_options(args)
-    if config_class(args) is SearchConfig:
-        search = build_search_config(**given)
-        if args.command == "search" and search.run_id:  # a search's or a run's id: said now, not after Prefect
-            refuse_finished(_open_store(search.store, search.s3_endpoint), search.run_id)
-            read_stored_config(_open_store(search.store, search.s3_endpoint), search.run_id, "search")
-        return search
     if getattr(args, "resume", None):
         given["run_id"] = args.resume
-    config = build_config(**given)
-    if args.command != "run" or not config.run_id:
+    build = build_search_config if config_class(args) is SearchConfig else build_config
+    config = build(**given)
+    if args.command not in ("run", "search") or not config.run_id:
         return config
     if getattr(args, "resume", None):
         _refuse_missing_store(config)
     store = _open_store(config.store, config.s3_endpoint)
     refuse_finished(store, config.run_id)
-    stored = read_stored_config(store, config.run_id)
+    stored = read_stored_config(store, config.run_id, kind_of(config))  # the other kind's id: said now
     if stored is not None:
         return resume_config(stored, {**given, "store": config.store})  # the store it was found in, wherever it moved
     if getattr(args, "resume", None) and not store.list_keys(f"{RunPaths(config.run_id).root}/"):
-        raise ConfigError(f"--resume {config.run_id}: no such run in {store.uri}; check the run id and --store "
-                          "(runs are listed under runs/ in the store)")
+        raise ConfigError(f"--resume {config.run_id}: no such {args.command} in {store.uri}; check the run id and "
+                          "--store (runs and searches are listed under runs/ in the store)")
     return config
 
 
@@ -117,10 +113,11 @@ def _check_prefect_server() -> None:
                           "PREFECT_API_URL=http://127.0.0.1:4200/api (see README, 'Nightly retraining')")
 
 
-def _interrupted(config: PipelineConfig, command: str = "run") -> str:
-    """What an interrupted run leaves, and the command that finishes it."""
+def _interrupted(config: PipelineConfig) -> str:
+    """What an interrupted run (or search) leaves, and the command that finishes it."""
+    from tasks.config import kind_of
     from tasks.keys import RunPaths
-    from tasks.runs.hints import resume_command, search_again
+    from tasks.runs.hints import resume_command
 
     try:
         claimed = _open_store(config.store, config.s3_endpoint).exists(RunPaths(config.run_id or "-").config)
@@ -128,10 +125,8 @@ def _interrupted(config: PipelineConfig, command: str = "run") -> str:
         claimed = True  # the store did not answer: say how to resume, it may well be there
     if not claimed:
         return "interrupted before the run began; nothing to resume"
-    if command == "search" and isinstance(config, SearchConfig):
-        return (f"interrupted: what the search trained is under {RunPaths(config.run_id or '-').root}/search in "
-                f"{config.store}; {search_again(config, config.store, config.s3_endpoint)}")
-    return f"interrupted: resume with `{resume_command(config.run_id or '-', config.store, config.s3_endpoint)}`"
+    command = resume_command(config.run_id or "-", config.store, config.s3_endpoint, kind_of(config))
+    return f"interrupted: resume with `{command}`"
 
 
 def _deploy(args: argparse.Namespace, config: PipelineConfig) -> None:
@@ -139,12 +134,19 @@ def _deploy(args: argparse.Namespace, config: PipelineConfig) -> None:
 
     if args.pool:
         deployment = pool_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow)
-        _, created = register_on_pool(deployment, args.pool)
+        deployment_id, created = register_on_pool(deployment, args.pool)
         print(f"registered {deployment.flow_name}/{deployment.name} on work pool {args.pool!r}"
               f"{' (created, type process)' if created else ''}; its runs wait for a worker: "
               f"`prefect worker start --pool {args.pool}` (with this PREFECT_API_URL and this project's venv)")
     else:
-        serve_nightly(nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow))
+        deployment = nightly_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow)
+        deployment_id = deployment.apply() if targets else None  # its id, for the automations; serve applies it again
+    if targets:
+        names = ensure_automations(deployment.flow_name, deployment.name, deployment_id, targets, args.flow)
+        print(f"notifications to {', '.join(targets.names)}: automations {', '.join(repr(n) for n in names)}",
+              flush=True)
+    if not args.pool:
+        serve_nightly(deployment)
 
 
 def _prepare(config: PipelineConfig) -> None:
@@ -164,7 +166,7 @@ def _run(command: str, config: PipelineConfig) -> int:
     # The id is chosen here, so that an interrupted run can be named in the line that says how to resume it.
     config = config if config.run_id else config.model_copy(update={"run_id": new_run_id()})
     enable_live_progress()  # this terminal is the run's: a live table of the trials (plain lines if piped)
-    handle_interrupts(lambda: f"fmnist {command}: {_interrupted(config, command)}")
+    handle_interrupts(lambda: f"fmnist {command}: {_interrupted(config)}")
     try:
         if command == "search":
             from flows.search import search_flow

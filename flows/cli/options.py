@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="search each architecture's training recipe (Optuna + ASHA), retrain "
                                                 "the winners with several seeds, keep the best recipes")
     _add_config_options(search, SearchConfig)
+    search.add_argument("--resume", metavar="RUN_ID", help="finish an unfinished search (same as --run-id RUN_ID): "
+                                                           "architectures searched are kept, the interrupted one goes on")
     deploy = commands.add_parser("deploy", help="serve the run flow as a nightly Prefect deployment (runs until "
                                                "stopped), or register it on a process work pool (--pool)")
     deploy.add_argument("--name", default="nightly", help="deployment name (default: nightly)")

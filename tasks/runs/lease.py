@@ -110,10 +110,11 @@ def utc(seconds: float | None) -> str:
 
 
 def takeover_hint(store: Store, key: str, run_id: str, holder: Lease | None, age_s: float | None,
-                  ttl_s: float) -> str:
-    """How to take over a run whose holder is gone (for the refusal line and `fmnist runs show`)."""
+                  ttl_s: float, kind: str = "run") -> str:
+    """How to take over a run (kind 'run') or search whose holder is gone (for the refusal line and `fmnist runs
+    show`)."""
     left = max(0.0, ttl_s - (age_s or 0.0))
-    return (f"if that process is gone, `fmnist run --resume {run_id} --store {store.uri}` takes the run over once "
+    return (f"if that process is gone, `fmnist {kind} --resume {run_id} --store {store.uri}` takes the {kind} over once "
             f"its lease lapses, {ttl_s:.0f} s after its last renewal by the store's clock (in about {left:.0f} s), "
             f"or at once after you delete {store.url_for(key)} (only when you are sure it is gone: two processes "
             "would then train into one run)")
@@ -174,8 +175,8 @@ def held_lease(run_id: str) -> "RunLease | None":
 class RunLease:
     """The lease on one run, held by this process from acquire() to release()."""
 
-    def __init__(self, store: Store, key: str, run_id: str, host: str | None = None) -> None:
-        self.store, self.key, self.run_id = store, key, run_id
+    def __init__(self, store: Store, key: str, run_id: str, host: str | None = None, kind: str = "run") -> None:
+        self.store, self.key, self.run_id, self.kind = store, key, run_id, kind  # kind: 'run' or 'search', for hints
         self.holder = this_process(host)
         self.ttl_s = current_settings().lease_ttl_s
         self._token: str | None = None
@@ -211,7 +212,7 @@ class RunLease:
         return RunInProgress(
             f"run {self.run_id} is in progress: {self.store.url_for(self.key)} is held by pid {pid} on {host} "
             f"(renewed {age_s or 0.0:.0f} s ago by the store's clock); wait for it to end, or leave --run-id empty "
-            f"for a new run; {takeover_hint(self.store, self.key, self.run_id, held, age_s, self.ttl_s)}")
+            f"for a new run; {takeover_hint(self.store, self.key, self.run_id, held, age_s, self.ttl_s, self.kind)}")
 
     def fence(self) -> LeaseFence:
         """The check a trial makes before it publishes (see LeaseFence.check)."""

@@ -14,8 +14,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.config import (PROTOCOL_FIELDS, PipelineConfig, RunKind, build_config, config_field, config_record,
-                          kind_of, stored_kind)
+from tasks.config import (CONFIG_MODELS, PROTOCOL_FIELDS, SEARCH_PROTOCOL_FIELDS, PipelineConfig, RunKind,
+                          SearchConfig, build_config, build_search_config, config_field, config_record, kind_of,
+                          stored_kind)
 from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object, validate
 from tasks.runs.lease import RunLease
@@ -23,7 +24,7 @@ from tasks.data.shards import PrepareResult, load_manifest
 from tasks.data.store import Store, open_store
 from tasks.keys import RunPaths
 from tasks.model.recipes import best_recipes
-from tasks.runs.hints import RECORD_KEYS, resume_command, search_again, stored_search_config
+from tasks.runs.hints import RECORD_KEYS, resume_command
 
 @dataclass(frozen=True)
 class Run:
@@ -109,57 +110,61 @@ def stored_origin(store: Store, run_id: str) -> dict[str, Any] | None:
 
 
 def read_stored_config(store: Store, run_id: str, claimant: RunKind = "run") -> PipelineConfig | None:
-    """The config a run of `fmnist run` stored when it began, or None when the run has none (not claimed yet).
-    A search's config is never resumed: ConfigError saying it is a search's and what to do (`claimant`: the kind
-    of command that wants the id)."""
+    """The config a run of `fmnist run` (claimant 'run') or a search (claimant 'search') stored when it began, or
+    None when the id has none (not claimed yet). The id of the other kind: ConfigError saying which kind it is and
+    the command that finishes it."""
     key = RunPaths(run_id).config
     data, _ = store.read_versioned(key)
     if data is None:
         return None
     try:
         values = parse_object(data)
-        if stored_kind(values) == "search":
-            raise ConfigError(_a_search_id(store, run_id, claimant, values))
-        stored = validate(PipelineConfig, {k: v for k, v in values.items() if v is not None and k not in RECORD_KEYS},
-                          name=config_field)
+        kind = stored_kind(values)
+        if kind is not None and kind != claimant:
+            raise ConfigError(_another_kinds_id(store, run_id, claimant, kind))
+        return validate(CONFIG_MODELS[claimant],
+                        {k: v for k, v in values.items() if v is not None and k not in RECORD_KEYS}, name=config_field)
     except JsonProblem as exc:
-        raise ConfigError(f"{store.url_for(key)}: not a valid run config ({exc}); "
-                          "restore it from a backup or start a new run") from None
-    if claimant == "search":
-        raise ConfigError(f"run id {run_id!r} in {store.uri} is a run's (`fmnist run`), not a search's: for a new "
-                          "search choose another --run-id or leave it empty; that run is finished by "
-                          f"`{resume_command(run_id, store.uri, getattr(store, 'endpoint', None))}`")
-    return stored
+        raise ConfigError(f"{store.url_for(key)}: not a valid {claimant} config ({exc}); "
+                          f"restore it from a backup or start a new {claimant}") from None
 
 
-def _a_search_id(store: Store, run_id: str, claimant: RunKind, stored: dict) -> str:
-    """Why a search's run id cannot be claimed again (by a run, or by a search: a search is not resumed)."""
-    again = search_again(stored_search_config(stored), store.uri, getattr(store, "endpoint", None))
-    if claimant == "search":
-        return f"run id {run_id!r} in {store.uri} is a search's that did not finish; {again} (a new run id)"
-    return (f"run id {run_id!r} in {store.uri} is a search's (`fmnist search`), not a run's: `fmnist run` neither "
-            f"resumes nor reuses it; for a new run choose another --run-id or leave it empty; {again}")
+def _another_kinds_id(store: Store, run_id: str, claimant: RunKind, kind: RunKind) -> str:
+    """Why the id of a search cannot be claimed by a run, or that of a run by a search."""
+    command = {"run": "fmnist run", "search": "fmnist search"}
+    finish = resume_command(run_id, store.uri, getattr(store, "endpoint", None), kind)
+    return (f"run id {run_id!r} in {store.uri} is a {kind}'s (`{command[kind]}`), not a {claimant}'s: "
+            f"`{command[claimant]}` neither resumes nor reuses it; for a new {claimant} choose another --run-id or "
+            f"leave it empty; that {kind} is finished by `{finish}`")
+
+
+def protocol_fields(config: PipelineConfig) -> tuple[str, ...]:
+    """What a resume keeps: the protocol, and a search's own fields that decide what it tries."""
+    return PROTOCOL_FIELDS + (SEARCH_PROTOCOL_FIELDS if isinstance(config, SearchConfig) else ())
 
 
 def changed_protocol(stored: PipelineConfig, requested: PipelineConfig) -> dict[str, tuple[Any, Any]]:
-    """The fields that decide data and training whose requested values differ from the run's own."""
+    """The fields that decide data and training (and a search's trials) whose requested values differ from the
+    run's own."""
     return {name: (getattr(stored, name), getattr(requested, name))
-            for name in PROTOCOL_FIELDS if getattr(stored, name) != getattr(requested, name)}
+            for name in protocol_fields(stored) if getattr(stored, name) != getattr(requested, name)}
 
 
 def refuse_changed_protocol(run_id: str, stored: PipelineConfig, requested: PipelineConfig) -> None:
     changed = changed_protocol(stored, requested)
     if changed:
-        listed = "; ".join(f"{name}: the run has {old!r}, given {new!r}" for name, (old, new) in changed.items())
-        raise ConfigError(f"run {run_id}: a resumed run keeps the data and training it began with, and these options "
-                          f"differ: {listed}. Resume without them "
-                          f"(`{resume_command(run_id, requested.store, requested.s3_endpoint)}`), or leave the run "
-                          "id empty for a new run")
+        kind = kind_of(stored)
+        listed = "; ".join(f"{name}: the {kind} has {old!r}, given {new!r}" for name, (old, new) in changed.items())
+        raise ConfigError(f"{kind} {run_id}: a resumed {kind} keeps the data and training it began with, and these "
+                          f"options differ: {listed}. Resume without them "
+                          f"(`{resume_command(run_id, requested.store, requested.s3_endpoint, kind)}`), or leave the "
+                          f"run id empty for a new {kind}")
 
 
 def resume_config(stored: PipelineConfig, given: dict[str, Any]) -> PipelineConfig:
     """The stored config with the options given on the command line; refused if they change the protocol."""
-    requested = build_config(**{**stored.model_dump(), **given})
+    build = build_search_config if isinstance(stored, SearchConfig) else build_config
+    requested = build(**{**stored.model_dump(), **given})
     refuse_changed_protocol(stored.run_id or "?", stored, requested)
     return requested
 
@@ -178,7 +183,7 @@ def claim_run(config: PipelineConfig, store: Store | None = None, origin: dict[s
     paths = RunPaths(run_id)
     refuse_finished(store, run_id)
     read_stored_config(store, run_id, kind_of(config))  # a search's id: said so before its lease is touched
-    lease = RunLease(store, paths.lease, run_id).acquire()  # before anything is written: a second claimant stops here
+    lease = RunLease(store, paths.lease, run_id, kind=kind_of(config)).acquire()  # before anything is written: a second claimant stops here
     try:
         config = config.model_copy(update={"run_id": run_id})
         started = time.time()

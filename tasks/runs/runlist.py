@@ -26,7 +26,7 @@ from tasks.errors import ConfigError, PipelineError
 from tasks.records import JsonProblem, parse_object
 from tasks.runs.paired import (DEFAULT_ALPHA, Outcomes, OutcomesError, Paired, independent_standard_error,
                                outcomes_match_accuracy, paired, read_outcomes)
-from tasks.runs.hints import how_to_finish, resume_command, store_options
+from tasks.runs.hints import how_to_finish, resume_command
 from tasks.runs.lease import held_by_a_live_process, read_lease, takeover_hint
 from tasks.settings import current_settings
 from tasks.keys import RUNS_PREFIX, RunPaths
@@ -91,7 +91,7 @@ class RunInfo:
     run_id: str
     started: float | None
     config: dict | None
-    status: str  # finished | running | resumable (a run) | unfinished (a search, which is not resumed)
+    status: str  # finished | running | resumable
     models: dict[str, ModelResult] = field(default_factory=dict)
     problem: str = ""  # a metadata file that could not be read, shown instead of failing the whole listing
     kind: RunKind | None = None  # what its config.json says it is ('run' or 'search'); None: it does not say
@@ -173,8 +173,7 @@ def load_run(store: Store, run_id: str, started: float | None = None) -> RunInfo
     except RunRecordError as exc:
         return RunInfo(run_id, started, None, "finished" if finished else "resumable", problem=str(exc))
     kind = stored_kind(config) if config else None
-    status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else
-                                          "unfinished" if kind == "search" else "resumable")
+    status = "finished" if finished else ("running" if held_by_a_live_process(store, paths.lease) else "resumable")
     info = RunInfo(run_id, started, config, status, kind=kind)
     models, problem, damaged = {}, "", {}
     for arch in info.architectures or list(ALL_ARCHITECTURES):
@@ -258,15 +257,12 @@ def runs_table(store_uri: str, runs: list[RunInfo], total: int, pointer: dict, s
     notes = ["", "test accuracy per model; — not finished; * champion of its architecture, ** overall champion"
                  + (f" (models/champion.json revision {pointer['revision']})" if pointer else " (no champion yet)")]
     notes += [f"{run.run_id}: {run.problem}" for run in runs if run.problem]
-    if any(run.status == "running" and run.kind != "search" for run in runs):
+    if any(run.status == "running" for run in runs):
         notes.append(f"running: a live process holds the run's lease; if it is gone, "
-                     f"`{resume_command('ID', store_uri, s3_endpoint)}` takes the run over once its lease lapses "
+                     f"`{resume_command('ID', store_uri, s3_endpoint)}` (a search: `fmnist search --resume ID …`) "
+                     "takes the run over once its lease lapses "
                      f"({current_settings().lease_ttl_s:.0f} s after its last renewal, by the store's clock), or at "
                      "once after deleting runs/ID/lease.json")
-    if any(run.kind == "search" and run.status in ("running", "unfinished") for run in runs):
-        notes.append("search: a search that did not finish is not resumed (nor taken over); "
-                     f"`fmnist runs show ID{store_options(store_uri, s3_endpoint)}` gives the `fmnist search` "
-                     "command that starts it again with the same options")
     if total > len(runs):
         notes.append(f"{total - len(runs)} older runs not shown: --limit {total} shows all")
     return "\n".join(lines + notes)
@@ -310,16 +306,13 @@ def show_run(store: Store, run_id: str) -> str:
                      f"{m.test_rows:,} |")
     for arch in pending:
         lines.append(f"| {arch} | — | not finished | — |")
-    if run.status in ("resumable", "unfinished"):
-        lines += ["", how_to_finish(run.kind, run.run_id, store.uri, _endpoint(store), run.config)]
-    elif run.status == "running" and run.kind == "search":
-        lines += ["", "a process holds its lease and is running it now; if that process is gone, " +
-                  how_to_finish(run.kind, run.run_id, store.uri, _endpoint(store), run.config)]
+    if run.status == "resumable":
+        lines += ["", how_to_finish(run.kind, run.run_id, store.uri, _endpoint(store))]
     elif run.status == "running":
         held, stamped = read_lease(store, RunPaths(run_id).lease)
         lines += ["", "a process holds its lease and is running it now; " +
                   takeover_hint(store, RunPaths(run_id).lease, run_id, held, stamped.age_s,
-                                current_settings().lease_ttl_s)]
+                                current_settings().lease_ttl_s, run.kind or "run")]
     return "\n".join(lines)
 
 

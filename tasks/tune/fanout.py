@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from tasks.config import PipelineConfig
+from tasks.config import PipelineConfig, kind_of
 from tasks.errors import PipelineError, StoreError
 from tasks.model.recipes import Recipe, recipe_for
 from tasks.model.spec import TrialSpec
@@ -88,6 +88,19 @@ def has_experiment_state(filesystem, experiment: str) -> bool:
     return any(info.base_name.startswith("experiment_state") and info.base_name.endswith(".json") for info in found)
 
 
+def experiment_location(run: Run, name: str) -> tuple[Any, str, str]:
+    """(pyarrow filesystem, parent folder, experiment folder name) of one of the run's Tune experiments."""
+    filesystem, base = run.store.arrow_filesystem()
+    parent, _, folder = f"{base}/{run.paths.experiment(name)}".rpartition("/")
+    return filesystem, parent, folder
+
+
+def resumes(run: Run, name: str) -> bool:
+    """Whether make_tuner restores this experiment (Tune saved its trials in an earlier attempt of the run)."""
+    filesystem, parent, folder = experiment_location(run, name)
+    return has_experiment_state(filesystem, f"{parent}/{folder}")
+
+
 def trial_parameters(run: Run, experiment: Experiment) -> dict[str, Any]:
     """What tune.with_parameters hands every trial: the decoded rows, and the run's lease fence (checked before a
     trial publishes) when the run holds a lease and the trainable takes one. Not in the TrialSpec: a resumed
@@ -130,7 +143,7 @@ def cluster_resources() -> dict[str, float]:
 
 def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: None, progress_callback=None):
     """The Tuner of one experiment, storing under runs/<run_id>/<experiment.name>; restored if Tune saved its state
-    there before (a run's experiments; a search is not restored).
+    there before (an attempt of the run or search that was killed).
 
     `progress_callback` (tasks.tune.progress.trial_progress_callback) reports the trials; by default one that logs
     plain lines to `progress`. A restored Tuner reports through the callback made last (see tasks.tune.progress)."""
@@ -144,16 +157,17 @@ def make_tuner(run: Run, experiment: Experiment, progress: Progress = lambda _: 
     progress_callback.starting = starting_line(trial_count(experiment), run.config.cpus_per_trial,
                                                run.config.gpus_per_trial, cluster_resources(),
                                                concurrency_limit(experiment))
-    filesystem, base = run.store.arrow_filesystem()
-    parent, _, name = f"{base}/{run.paths.experiment(experiment.name)}".rpartition("/")
+    filesystem, parent, name = experiment_location(run, experiment.name)
     trainable = experiment.trainable
     parameters = trial_parameters(run, experiment)
     if parameters:
         trainable = tune.with_parameters(trainable, **parameters)
     resourced = tune.with_resources(trainable, trial_resources(run.config))
-    if experiment.tune_config is None and has_experiment_state(filesystem, f"{parent}/{name}"):
-        progress(f"resuming run {run.run_id} from {parent}/{name}: finished trials are kept, others resume from "
-                 f"checkpoints")
+    if has_experiment_state(filesystem, f"{parent}/{name}"):
+        # A search's searcher (the Optuna study, the samples proposed) and its concurrency limit come back too;
+        # ASHA's rungs start empty (Tune does not save a scheduler's state).
+        progress(f"resuming {kind_of(run.config)} {run.run_id} from {parent}/{name}: finished trials are kept, "
+                 f"others resume from checkpoints")
         # Tune restores only the checkpoint its saved state names, which a store outage can leave deleted
         # (num_to_keep=1, design §10): point each unfinished trial at its newest complete checkpoint first.
         repair_experiment_state(run.store, run.paths.experiment(experiment.name), progress)
@@ -205,39 +219,38 @@ def run_trials(run: Run, progress: Progress = lambda _: None, live: bool = False
     shown = trial_progress_callback(progress, live=live and not ray_client.is_connected())
     with shown:  # the live view stops on any exit (Ctrl-C, an error) before anything else is printed
         tuner = make_tuner(run, Experiment("tune", specs, arrays), progress, progress_callback=shown)
-        results = fit_or_explain(tuner, run, resume_with=resume_command(run.run_id, run.store.uri,
-                                                                       getattr(run.store, "endpoint", None)))
+        results = fit_or_explain(tuner, run)
     # The trials' own specs: on a resume they come from the stored experiment, whatever the new config says.
     trained = [TrialSpec.from_tune(r.config).folder for r in results]
     return {arch: json.loads(run.store.get_bytes(run.paths.metrics(arch))) for arch in trained}
 
 
-def fit_or_explain(tuner, run: Run, resume_with: str, tolerate_failures: bool = False,
-                   how: str = "resume with") -> Any:
+def fit_or_explain(tuner, run: Run, tolerate_failures: bool = False) -> Any:
     """`tuner.fit()` (the driver's AWS keys kept out of the trials' runtime_env), its store failures as one
     StoreError line and (unless tolerated) its failed trials as one TrainingError line, each saying what is kept and
-    the command that goes on (`how` `resume_with`: a search is started again, not resumed)."""
+    the command that goes on (`fmnist run --resume …`, or `fmnist search --resume …`)."""
     config, store = run.config, run.store
+    resume_with = resume_command(run.run_id, store.uri, getattr(store, "endpoint", None), kind_of(config))
     try:
         with aws_keys_kept_from_trials():
             results = tuner.fit()
     except Exception as exc:
         if run.lease is not None and run.lease.lost is not None:
             raise run.lease.lost from None  # the takeover, not what Tune made of it, is why the run ended
-        check_time_limit(run.run_id, f"{how} `{resume_with}`")  # the time limit, not what Tune made of it
+        check_time_limit(run.run_id, f"resume with `{resume_with}`")  # the time limit, not what Tune made of it
         cause = store_failure_in(exc)
         if cause is None:
             raise
         raise StoreError(f"run {run.run_id}: Ray Tune lost the store {store.uri}"
                          f"{f' (endpoint {config.s3_endpoint})' if config.s3_endpoint else ''}: "
                          f"{str(cause).splitlines()[0][:300]}; what finished is kept: when the store answers again, "
-                         f"{how} `{resume_with}`") from None
+                         f"resume with `{resume_with}`") from None
     if run.lease is not None:
         run.lease.check()  # taken over while Tune ran (its stopper ended the trials): the one line, nothing more
-    check_time_limit(run.run_id, f"{how} `{resume_with}`")  # past it, the stopper ended the trials: TimedOut
+    check_time_limit(run.run_id, f"resume with `{resume_with}`")  # past it, the stopper ended the trials: TimedOut
     failed = [(TrialSpec.from_tune(r.config).label, r.error) for r in results if r.error]
     if failed and not tolerate_failures:
         details = "; ".join(f"{name}: {trial_error_line(err)}" for name, err in failed)
         raise TrainingError(f"run {run.run_id}: {len(failed)} trial(s) failed after {config.max_failures} retries: "
-                            f"{details}. Fix the cause and {how} `{resume_with}`")
+                            f"{details}. Fix the cause and resume with `{resume_with}`")
     return results

@@ -7,6 +7,12 @@ validation rows only; each architecture's winner is the trial with the best fina
 those that trained their whole budget. Only then are the test rows read: the winning recipe is retrained with
 seeds other than the search's, each model tested once, and Table 1 gives their mean ± standard deviation beside the
 report's single run. Driver-side code: no Prefect here.
+
+A search killed part-way is finished by `fmnist search --resume RUN_ID` (or a Retry of its flow run): each
+architecture whose search ended left its rows (runs/<id>/search/<arch>.rows.json) and is not searched again; the
+interrupted one restores its Tune experiment (finished trials kept, running ones from their checkpoints, the Optuna
+study and the samples left as they were saved, warm-started from the same earlier trials); the winners' retraining
+restores as a run's trials do.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from tasks.model.architectures import ARCHITECTURES
 from tasks.config import PRESETS, SearchConfig
 from tasks.errors import PipelineError
 from tasks.tune.cluster import connect_ray
-from tasks.tune.fanout import Experiment, fit_or_explain, make_tuner, trial_spec
+from tasks.tune.fanout import Experiment, fit_or_explain, make_tuner, resumes, trial_spec
 from tasks.tune.progress import live_progress_enabled, trial_progress_callback
 from tasks.tune.ray_compat import PastTrial, TruthfulOptunaSearch
 from tasks.model.recipes import Recipe, RecipeKept, keep_if_better, parse_recipe, recipe_from_sample, report_recipe
@@ -30,7 +36,7 @@ from tasks.keys import RunPaths
 from tasks.data.shards import load_split
 from tasks.data.store import Store
 from tasks.model.training import load_dataset_arrays
-from tasks.runs.hints import search_command
+from tasks.runs.lease import check_held
 from tasks.runs.run import Run
 from tasks.progress import Progress
 
@@ -221,18 +227,41 @@ def search_experiment(run: Run, architecture: str, train_rows: tuple[np.ndarray,
                       tune_config), scheduler, optuna_search
 
 
-def how_it_ended(result, stopped_by_asha: set[str], budget_reached: bool) -> str:
+def asha_rung_epochs(config: SearchConfig) -> set[int]:
+    """The epochs at which ASHA can stop a trial: its rungs grace_period × reduction_factor^k below max_t (a rung
+    decides at the first report at or past it: the epoch rounded up)."""
+    import math
+
+    grace, epochs = min(config.grace_period, config.max_epochs), set()
+    rung = float(grace)
+    while rung < config.max_epochs:
+        epochs.add(math.ceil(rung))
+        rung *= config.reduction_factor
+    return epochs
+
+
+def stopped_by_asha(results, recorded: set[str], config: SearchConfig, restored: bool) -> set[str]:
+    """The trials ASHA stopped before their last epoch: those it recorded in this process; for a restored
+    experiment (its ASHA ran in the killed process), the unfinished ones that ended, without error, at a rung."""
+    if not restored or config.scheduler != "asha":
+        return recorded
+    rungs = asha_rung_epochs(config)
+    return recorded | {r.metrics.get("trial_id") for r in results
+                       if not r.error and r.metrics and not r.metrics.get(FINISHED) and r.metrics.get("epoch") in rungs}
+
+
+def how_it_ended(result, stopped: set[str], budget_reached: bool) -> str:
     trial_id = result.metrics.get("trial_id")
     if result.error:
         return "failed"
     if result.metrics.get(FINISHED):
         return "finished"
-    if trial_id in stopped_by_asha:
+    if trial_id in stopped:
         return "stopped by ASHA"
     return "stopped by the time budget" if budget_reached else "stopped"
 
 
-def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budget_reached: bool) -> list[dict]:
+def leaderboard_rows(results, architecture: str, stopped: set[str], budget_reached: bool) -> list[dict]:
     """One object per trial that trained at least one epoch, best final-epoch validation accuracy first; `new`: a
     trial of this search (rows of earlier searches it was warm-started with say False, and their run_id)."""
     rows = []
@@ -240,7 +269,7 @@ def leaderboard_rows(results, architecture: str, stopped_by_asha: set[str], budg
         metrics = result.metrics or {}
         if "best_val_accuracy" not in metrics:
             continue  # never trained an epoch (the budget ran out first, or it failed at once)
-        ended = how_it_ended(result, stopped_by_asha, budget_reached)
+        ended = how_it_ended(result, stopped, budget_reached)
         rows.append({
             "architecture": architecture,
             "trial_id": metrics.get("trial_id"),
@@ -262,48 +291,80 @@ def past_leaderboard_rows(past: list[dict]) -> list[dict]:
     return [{**{name: row.get(name) for name in fields}, "new": False, "run_id": row["run_id"]} for row in past]
 
 
-def search_again_with(run: Run) -> dict[str, str]:
-    """fit_or_explain's advice for a search: not resumed, so started again with the options it began with."""
-    return {"how": "start it again (a search is not resumed) with",
-            "resume_with": search_command(run.config, run.store.uri, getattr(run.store, "endpoint", None))}
+def architecture_warm_start(run: Run, architecture: str) -> list[dict]:
+    """The earlier trials this architecture's search starts from: chosen once, when it first starts, and kept in
+    the store, so that a resume adds the same ones (a search finished meanwhile would change the choice)."""
+    key = run.paths.warm_start_rows(architecture)
+    if run.store.exists(key):
+        return json.loads(run.store.get_bytes(key))
+    past = warm_start_rows(run, architecture)
+    check_held(run.lease)
+    run.store.put_bytes(key, json.dumps(past).encode())
+    return past
 
 
 def search_architecture(run: Run, architecture: str, train_rows: tuple[np.ndarray, np.ndarray],
                         time_budget_s: float | None, progress: Progress) -> list[dict]:
     config = run.config
+    restored = resumes(run, f"search/{architecture}")
     progress(f"search {architecture}: {config.num_samples} recipes, {config.scheduler.upper()}"
-             + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else ""))
+             + (f", {time_budget_s:.0f} s of the time budget" if time_budget_s else "")
+             + ("; resumed: its finished trials are kept" if restored else ""))
     shown = trial_progress_callback(progress, live=live_progress_enabled())
-    past = warm_start_rows(run, architecture)
+    past = architecture_warm_start(run, architecture)
     with shown:  # on a terminal, the trials as a live table (plain lines elsewhere); stopped on any exit
+        # Restored, the Tuner brings back the searcher and scheduler it began with; these are then not used.
         experiment, scheduler, searcher = search_experiment(run, architecture, train_rows, time_budget_s, past)
         tuner = make_tuner(run, experiment, progress, progress_callback=shown)
         started = time.monotonic()
-        results = fit_or_explain(tuner, run, tolerate_failures=True, **search_again_with(run))
+        results = fit_or_explain(tuner, run, tolerate_failures=True)
     budget_reached = time_budget_s is not None and time.monotonic() - started >= time_budget_s * 0.98
-    rows = leaderboard_rows(results, architecture, scheduler.stopped, budget_reached)
+    rows = leaderboard_rows(results, architecture, stopped_by_asha(results, scheduler.stopped, config, restored),
+                            budget_reached)
     if not rows:
         errors = [r.error for r in results if r.error]
         raise SearchError(f"search {architecture}: no trial trained an epoch"
                           + (f" ({len(errors)} failed: {str(errors[0]).splitlines()[-1][:300]})" if errors else
                              " before the time budget ran out; give --time-budget more time"))
+    started_from = len(past) if restored else searcher.past_trials_added
     progress(f"search {architecture}: {len(rows)} trials, {sum(r['stopped_early'] for r in rows)} stopped early, best "
              f"final validation accuracy {100 * rows[0]['val_accuracy']:.2f}%"
-             + (f"; started from {searcher.past_trials_added} trials of earlier searches" if past else ""))
+             + (f"; started from {started_from} trials of earlier searches" if past else ""))
     return rows + past_leaderboard_rows(past)
+
+
+def searched_architecture(run: Run, architecture: str) -> list[dict] | None:
+    """An architecture's rows when an earlier attempt of this search finished searching it, else None."""
+    key = run.paths.searched_rows(architecture)
+    return json.loads(run.store.get_bytes(key)) if run.store.exists(key) else None
+
+
+def keep_searched_rows(run: Run, architecture: str, rows: list[dict]) -> None:
+    """An architecture's rows, written when its search ends: a resume of the search does not search it again."""
+    check_held(run.lease)  # taken over meanwhile: LeaseLost, and nothing is written
+    run.store.put_bytes(run.paths.searched_rows(architecture), json.dumps(rows, indent=2).encode())
 
 
 def search(run: Run, progress: Progress = lambda _: None) -> list[dict]:
     """Every architecture's search, one after another (each uses the whole cluster); the time budget is shared
-    out evenly among the architectures not yet searched. Reads the training rows only."""
+    out evenly among the architectures not yet searched (on a resume: the budget given, afresh, for those left; the
+    interrupted one keeps the share it began with). Reads the training rows only."""
     config = run.config
     connect_ray(config.ray_address)  # joined already when the flow ran tasks.tune.cluster.preflight
     images, labels, _ = load_split(run.store, run.dataset_version, "train", config.train_rows, run.manifest)
     deadline = None if config.time_budget is None else time.monotonic() + config.time_budget
     rows: list[dict] = []
     for index, architecture in enumerate(config.architectures):
+        kept = searched_architecture(run, architecture)
+        if kept is not None:
+            progress(f"search {architecture}: searched already by this search ({sum(r.get('new', True) for r in kept)} "
+                     "trials), not searched again")
+            rows += kept
+            continue
         budget = None if deadline is None else max(1.0, (deadline - time.monotonic()) / (len(config.architectures) - index))
-        rows += search_architecture(run, architecture, (images, labels), budget, progress)
+        searched = search_architecture(run, architecture, (images, labels), budget, progress)
+        keep_searched_rows(run, architecture, searched)
+        rows += searched
     return rows
 
 
@@ -358,7 +419,7 @@ def retrain_winners(run: Run, winners: dict[str, dict], progress: Progress = lam
     shown = trial_progress_callback(progress, live=live_progress_enabled())
     with shown:
         tuner = make_tuner(run, Experiment("retrain", specs, arrays), progress, progress_callback=shown)
-        fit_or_explain(tuner, run, **search_again_with(run))
+        fit_or_explain(tuner, run)
     return {arch: publish_winner(run.store, run.run_id, arch,
                                  [json.loads(run.store.get_bytes(run.paths.metrics(RunPaths.seed_folder(arch, s))))
                                   for s in seeds])

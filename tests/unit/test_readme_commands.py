@@ -34,6 +34,8 @@ COVERAGE: dict[str, str] = {
                                              "(then the worker runs a run triggered on the deployment, from another folder)",
     "fmnist champion": "test_quick_run_as_typed (then `fmnist champion` in the same folder)",
     "fmnist search [--preset full|quick]": "synopsis: test_search_as_typed",
+    "fmnist search --resume RUN_ID": "cli/test_search_resume.py::test_a_search_killed_mid_way_finishes_with_resume_"
+                                     "redoing_nothing (`fmnist search --resume ID` alone, from the search's folder)",
     "fmnist run --recipe best": "synopsis: test_search_as_typed (`--preset quick --recipe best`, after the search)",
     "fmnist search --preset quick --architectures baseline,mlp1": "test_search_as_typed",
     "fmnist run --preset quick --recipe best --architectures baseline,mlp1": "test_search_as_typed",

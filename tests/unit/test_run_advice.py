@@ -1,8 +1,8 @@
 """Decisions a user acts on, around a run (issue 17 §5, issue 21 X5, X10, and the listing's order):
 
 - every advice line names a command that works for that kind of run, with the options that find it (--store, and
-  --s3-endpoint when the environment does not give it); a search is not resumed, so its advice starts it again
-  with the options it began with;
+  --s3-endpoint when the environment does not give it); a search's is `fmnist search --resume ID`, which brings
+  back the options it began with;
 - a search's run id reused by a run (or a run's by a search) says what it is;
 - `fmnist run --resume` of a run that is not there creates nothing;
 - `fmnist runs` orders by the start the run recorded, not by config.json's write time;
@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from flows.cli.options import given_options, parser
-from tasks.config import PipelineConfig, SearchConfig, build_search_config, config_record
+from flows.cli.launch import config_from
+from flows.cli.options import parser
+from tasks.config import PipelineConfig, SearchConfig, config_record
 from tasks.errors import ConfigError
 from tasks.keys import RunPaths
 from tasks.model.recipes import KEPT_WORDS, Recipe, keep_if_better
@@ -53,18 +54,32 @@ def killed_search(store, **options) -> SearchConfig:
 
 # --- X5: a killed search -----------------------------------------------------------------------------------------
 
-def test_a_killed_search_is_not_called_resumable_and_its_advice_starts_it_again(store):
+def test_a_killed_search_is_resumable_and_its_advice_resumes_it_with_its_options(store):
     began = killed_search(store, preset="quick", architectures=["mlp1", "cnn2"], num_samples=4, seeds=2,
                           time_budget="2h", warm_start=False)
     text = show_run(store, "s1")
-    assert text.startswith("run s1: unfinished") and "resumable" not in text
-    assert "fmnist run --resume" not in text and "a search is not resumed" in text
+    assert text.startswith("run s1: resumable")
+    assert "fmnist run --resume" not in text
     args = parsed(advised_command(text))
-    assert args.command == "search" and args.store == store.uri
-    again = build_search_config(**given_options(args))
-    assert again.model_dump(exclude={"run_id"}) == began.model_dump(exclude={"run_id"})  # the same search
+    assert (args.command, args.resume, args.store) == ("search", "s1", store.uri)
+    assert config_from(args) == began  # `fmnist search --resume s1 --store …`: the search as it began
     listing = list_runs(store)
-    assert "| s1 |" in listing and "| search | unfinished |" in listing and "fmnist run --resume" not in listing
+    assert "| s1 |" in listing and "| search | resumable |" in listing
+
+
+def test_a_resumed_search_keeps_what_decides_its_trials_and_takes_a_new_time_budget(store):
+    killed_search(store, preset="quick", architectures=["mlp1"], num_samples=4)
+    resumed = config_from(parsed(f"fmnist search --resume s1 --store {store.uri} --time-budget 1h"))
+    assert (resumed.num_samples, resumed.time_budget, resumed.architectures) == (4, 3600.0, ["mlp1"])
+    for changed in ("--num-samples 9", "--scheduler fifo", "--max-epochs 3", "--architectures cnn2"):
+        with pytest.raises(ConfigError) as caught:
+            config_from(parsed(f"fmnist search --resume s1 --store {store.uri} {changed}"))
+        message = str(caught.value)
+        assert "a resumed search keeps" in message and "\n" not in message
+        assert parsed(advised_command(message)).resume == "s1"
+    with pytest.raises(ConfigError, match="no such search"):
+        config_from(parsed(f"fmnist search --resume nope --store {store.uri}"))
+    assert not store.exists(RunPaths("nope").config)
 
 
 def test_a_killed_run_is_resumable_with_the_store_named(store):
@@ -207,16 +222,3 @@ def test_under_label_smoothing_both_test_losses_are_recorded(raw_dataset):
     unsmoothed = evaluate(model, data)
     assert unsmoothed["test_loss_smoothed"] == pytest.approx(unsmoothed["test_loss"])
     assert np.isclose(unsmoothed["test_loss"], result["test_loss"])
-
-
-def test_a_failed_search_says_to_start_it_again_with_its_options(store):
-    """A search's failure line (tasks.tune.fanout.fit_or_explain) names `fmnist search` with the options and store it
-    began with, never `fmnist run --resume`."""
-    from tasks.runs.run import Run
-    from tasks.tune.search import search_again_with
-
-    began = SearchConfig(run_id="s3", store=store.uri, preset="quick", architectures=["cnn2"], num_samples=3)
-    advice = search_again_with(Run.unclaimed(began, store, "s3"))
-    assert advice["how"].startswith("start it again")
-    again = build_search_config(**given_options(parsed(advice["resume_with"])))
-    assert again.model_dump(exclude={"run_id"}) == began.model_dump(exclude={"run_id"})

@@ -135,3 +135,37 @@ def test_no_warm_start_is_a_flag_of_the_search_and_of_its_deployment_only():
     assert build_search_config(**given_options(parser().parse_args(["search"]))).warm_start is True
     with pytest.raises(ConfigError, match=r"^--no-warm-start: options of a search; .*--flow search --no-warm-start"):
         given_options(parser().parse_args(["deploy", "--no-warm-start"]))
+
+
+# --- a resumed search: which of its trials ASHA stopped, when the ASHA that stopped them ran in the killed process ---
+
+class _Trial:
+    """What Ray's ASHAScheduler reads of a trial through its public methods: its id."""
+
+    def __init__(self, trial_id: str) -> None:
+        self.trial_id = trial_id
+
+
+@pytest.mark.parametrize("max_epochs, grace, factor", [(20, 2, 3.0), (2, 1, 3.0), (18, 2, 3.0), (10, 1, 1.5)])
+def test_the_epochs_asha_stops_at_are_its_rungs(max_epochs, grace, factor):
+    """Ray's own ASHA, fed worsening trials epoch by epoch, stops them only at asha_rung_epochs (the rule a resumed
+    search uses to name the trials its killed ASHA stopped)."""
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from tasks.tune.search import asha_rung_epochs
+
+    config = SearchConfig(preset="quick", max_epochs=max_epochs, grace_period=grace, reduction_factor=factor)
+    asha = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=max_epochs,
+                         grace_period=grace, reduction_factor=factor)
+    stopped_at = set()
+    for number in range(30):  # each worse than the last: most are stopped at some rung
+        trial = _Trial(f"t{number}")
+        asha.on_trial_add(None, trial)
+        for epoch in range(1, max_epochs + 1):
+            result = {"epoch": epoch, "val_accuracy": 0.9 - 0.01 * number + 0.001 * epoch, "training_iteration": epoch}
+            if asha.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+                if epoch < max_epochs:
+                    stopped_at.add(epoch)
+                break
+    assert stopped_at and stopped_at <= asha_rung_epochs(config)
+    assert max_epochs not in asha_rung_epochs(config)  # at max_t a trial has finished: never "stopped by ASHA"
