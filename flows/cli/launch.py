@@ -131,7 +131,9 @@ def _interrupted(config: PipelineConfig) -> str:
 
 def _deploy(args: argparse.Namespace, config: PipelineConfig) -> None:
     from flows.deploy import nightly_deployment, pool_deployment, register_on_pool, serve_nightly
+    from flows.notify import ensure_automations, notify_targets
 
+    targets = notify_targets(args.notify, args.notify_block)  # a missing block is said before anything is registered
     if args.pool:
         deployment = pool_deployment(config, args.name, args.cron, args.timezone, args.on_collision, args.flow)
         deployment_id, created = register_on_pool(deployment, args.pool)

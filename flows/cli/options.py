@@ -89,6 +89,13 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default: UTC)")
     deploy.add_argument("--on-collision", default="enqueue", choices=("enqueue", "cancel"),
                         help="a run started while one is going waits (enqueue, default) or is cancelled")
+    deploy.add_argument("--notify", metavar="URL",
+                        help="notify this webhook (a Slack incoming webhook, any URL that takes a JSON POST) when a run "
+                             "of the deployment fails, crashes or times out, promotes a champion, or is worse than "
+                             "its champions beyond noise (Prefect automations, kept up to date on each deploy)")
+    deploy.add_argument("--notify-block", metavar="NAME",
+                        help="the same notifications through an existing Prefect notification block (Slack, e-mail, "
+                             "webhook…): NAME or TYPE/NAME, e.g. slack-webhook/ops")
     _add_config_options(deploy, search_options=True)
     champion = commands.add_parser("champion", help="show the current champion models")
     champion.add_argument("--store", default=DEFAULT_STORE, help=f"the store to read (default: {DEFAULT_STORE})")
