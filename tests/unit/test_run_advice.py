@@ -222,3 +222,14 @@ def test_under_label_smoothing_both_test_losses_are_recorded(raw_dataset):
     unsmoothed = evaluate(model, data)
     assert unsmoothed["test_loss_smoothed"] == pytest.approx(unsmoothed["test_loss"])
     assert np.isclose(unsmoothed["test_loss"], result["test_loss"])
+
+
+def test_every_attempt_of_a_flow_run_claims_the_same_run_or_search():
+    """The UI's Retry (and a Prefect retry) runs the same flow run again: its run id, a search's too, is the same,
+    so the retry resumes instead of starting another (flows.flow_run)."""
+    from flows.flow_run import run_id_of_flow_run
+
+    origin = {"flow_run_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "created": "20261202-020000", "attempt": 1}
+    assert run_id_of_flow_run(origin) == "20261202-020000-0f1e2d3c"
+    assert run_id_of_flow_run({**origin, "attempt": 3}) == run_id_of_flow_run(origin)
+    assert run_id_of_flow_run(None) is None
