@@ -98,8 +98,21 @@ def deployable_flow(name: str) -> Flow:
 def nightly_deployment(config: PipelineConfig, name: str = "nightly", cron: str = DEFAULT_CRON,
                        timezone: str = "UTC", on_collision: str = "enqueue", flow: str = "run") -> RunnerDeployment:
     """The flow with a cron schedule and a concurrency limit of one run, to serve from this process."""
-    return deployable_flow(flow).to_deployment(**_deployment_settings(config, name, cron, timezone, on_collision, flow),
-                                               entrypoint_type=EntrypointType.MODULE_PATH)
+    return defaults_as_runs_get(deployable_flow(flow).to_deployment(
+        **_deployment_settings(config, name, cron, timezone, on_collision, flow),
+        entrypoint_type=EntrypointType.MODULE_PATH))
+
+
+def defaults_as_runs_get(deployment: RunnerDeployment) -> RunnerDeployment:
+    """The deployment with its parameter schema's default of `config` set to what its runs get.
+
+    The UI's Parameters tab shows that default beside the deployment's values; from the flow's signature it would be
+    `PipelineConfig()` as this process built it (max_epochs 100 filled from the full preset, the store resolved
+    against this process's folder), which no run of the deployment gets. Its values instead: the preset's fields
+    empty (the preset's), the store and time limit as given."""
+    schema = deployment._parameter_openapi_schema  # Prefect keeps the flow's schema only here (RunnerDeployment)
+    schema.properties["config"]["default"] = deployment.parameters["config"]
+    return deployment
 
 
 def serve_nightly(deployment: RunnerDeployment) -> None:
@@ -131,7 +144,8 @@ def pool_deployment(config: PipelineConfig, name: str = "nightly", cron: str = D
     the worker's Python must have the project's dependencies (the project's venv: `.venv/bin/prefect worker`)."""
     chosen = deployable_flow(flow)
     from_folder = chosen.from_source(source=str(PROJECT_ROOT), entrypoint=entrypoint_of(chosen))
-    return from_folder.to_deployment(**_deployment_settings(config, name, cron, timezone, on_collision, flow))
+    return defaults_as_runs_get(from_folder.to_deployment(
+        **_deployment_settings(config, name, cron, timezone, on_collision, flow)))
 
 
 def ensure_process_pool(pool: str) -> bool:

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.steps import (claim, preflight, promote_champions, report_search, retrain, search,
-                         with_prepared_dataset)
+                         search_artifact_key, with_prepared_dataset)
 from tasks.config import SearchConfig
 from tasks.runs.tables import leaderboard_table, log_text, search_table
 
@@ -25,14 +25,15 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
                     f"each, {run.config.scheduler.upper()}; {run.config.protocol()}; store {run.store.uri}")
         run = with_prepared_dataset(run)
         rows = search(run)
-        create_table_artifact(table=leaderboard_table(rows), key="fmnist-search-leaderboard",
+        create_table_artifact(table=leaderboard_table(rows), key=search_artifact_key(run.config, "leaderboard"),
                               description=f"Search {run.run_id}: every trial, best final-epoch validation accuracy first")
         winners = retrain(run, rows)
         decisions = promote_champions(run, winners)
         result = report_search(run, rows, winners, decisions)
-        create_table_artifact(table=search_table(result["rows"]), key="fmnist-search-table1",
+        create_table_artifact(table=search_table(result["rows"]), key=search_artifact_key(run.config, "table1"),
                               description=f"Search {run.run_id}: winners' test accuracy, mean ± std over seeds")
-        create_markdown_artifact(markdown=result["markdown"], key="fmnist-search-summary", description=f"Search {run.run_id}")
+        create_markdown_artifact(markdown=result["markdown"], key=search_artifact_key(run.config, "summary"),
+                                 description=f"Search {run.run_id}")
         logger.info(log_text(result["markdown"]))
     finally:
         run.release()

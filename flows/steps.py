@@ -181,6 +181,13 @@ def summary_artifact_key(config: PipelineConfig) -> str:
     return table_artifact_key(config).replace("fmnist-table1", "fmnist-summary", 1)
 
 
+def search_artifact_key(config: PipelineConfig, artifact: str) -> str:
+    """A search's artifact ('leaderboard', 'table1', 'summary') with one history per protocol, as
+    table_artifact_key names a run's: `fmnist-search-leaderboard` for full searches, `fmnist-search-leaderboard-quick`,
+    `fmnist-search-leaderboard-custom`, …"""
+    return table_artifact_key(config).replace("fmnist-table1", f"fmnist-search-{artifact}", 1)
+
+
 # --- `fmnist run` --------------------------------------------------------------------------------------------
 
 @once

@@ -313,7 +313,8 @@ def _figure(value: int | float | None, spec: str) -> str:
 def decisions_markdown(decisions: list[Decision]) -> str:
     """The summary's table: b and c (rows only the champion, only the challenger got right) and McNemar's p beside
     each decision; '—' where no outcomes were paired (a first champion, a held slot, the margin rule)."""
-    lines = ["## Champion", "", "| slot | promoted | b | c | p (McNemar, one-sided) | reason |", "|---|---|---:|---:|---:|---|"]
+    lines = ["## Champion", "", "| Slot | Promoted | b (test rows only the champion got right) | c (only this run) "
+             "| p (McNemar, one-sided) | Reason |", "|---|---|---:|---:|---:|---|"]
     lines += [f"| {d.slot} | {'yes' if d.promoted else 'no'} | {_figure(d.b, ',')} | {_figure(d.c, ',')} | "
               f"{_figure(d.p_value, '.3g')} | {d.reason} |" for d in decisions]
     return "\n".join(lines) + "\n"

@@ -86,7 +86,7 @@ def test_a_search_logs_every_epoch_of_every_trial_and_its_artifacts_read_as_perc
             assert len([m for m in ui_logs if m.startswith(prefix)]) == 1, prefix
 
     artifacts = search_artifacts(run_id)
-    board = json.loads(artifacts["fmnist-search-leaderboard"].data)
+    board = json.loads(artifacts["fmnist-search-leaderboard-quick"].data)
     assert list(board[0])[:3] == ["Architecture", "Final validation accuracy (%)", "Best validation accuracy (%)"]
     best = max(leaderboard, key=lambda row: row["val_accuracy"])
     assert board[0]["Final validation accuracy (%)"] == f"{100 * best['val_accuracy']:.2f}"  # best first, in %
@@ -94,7 +94,7 @@ def test_a_search_logs_every_epoch_of_every_trial_and_its_artifacts_read_as_perc
     assert all(re.fullmatch(r"Adam(W wd \d\.\de-\d+)?, lr \d\.\de-\d+ (constant|cosine|one-cycle), batch \d+, "
                             r"(smoothing 0\.\d\d|no smoothing), (no augmentation|shifts|shifts and flips)"
                             r"(, dropout 0\.\d\d)?, \d+ epochs", row["Recipe"]) for row in board), board
-    table = json.loads(artifacts["fmnist-search-table1"].data)
+    table = json.loads(artifacts["fmnist-search-table1-quick"].data)
     assert list(table[0])[:2] == ["Model", "Test accuracy (%, mean ± std over seeds)"]
     assert re.fullmatch(r"\d{1,3}\.\d\d ± 0\.00", table[0]["Test accuracy (%, mean ± std over seeds)"])
     assert table[0]["Report's test accuracy (%)"] == "84.60" and table[0]["Parameters"] == "7,850"
@@ -108,7 +108,7 @@ def search_artifacts(run_id: str) -> dict:
     async def read() -> dict:
         async with get_client() as client:
             summaries = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fmnist-search-summary"])))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fmnist-search-summary-quick"])))
             (summary,) = [a for a in summaries if f"Search {run_id}:" in a.data]
             found = await client.read_artifacts(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary.flow_run_id])))

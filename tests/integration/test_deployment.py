@@ -32,6 +32,10 @@ def test_deployment_has_the_cron_schedule_the_limit_and_the_config_form(prefect_
     assert config_schema["preset"]["enum"] == ["full", "quick"]
     assert config_schema["gpus_per_trial"]["maximum"] == 1
     assert stored.parameters["config"]["store"] == str(tmp_path)
+    # The Parameters tab shows the schema's default beside the deployment's values: what a run gets, the preset's
+    # fields empty (the preset's), never PipelineConfig() as the deploying process built it (max_epochs 100).
+    default = stored.parameter_openapi_schema["properties"]["config"]["default"]
+    assert default == stored.parameters["config"] and default["max_epochs"] is None and default["timeout"] == 6 * 3600
 
 
 def ui_form_payload(deployment) -> dict:

@@ -119,9 +119,12 @@ def test_table1_summary_recipes_and_the_prefect_artifacts(quick_search, prefect_
         async with get_client() as client:
             return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
 
-    # Other tests' searches share this Prefect server: find this one's artifacts by its flow run.
-    summary_artifact = next(a for a in asyncio.run(read("fmnist-search-summary")) if "Search search-e2e:" in a.data)
-    leaderboard = next(a for a in asyncio.run(read("fmnist-search-leaderboard"))
+    # Other tests' searches share this Prefect server: find this one's artifacts by its flow run. Keyed per protocol,
+    # as a run's are: quick with --max-epochs 4 is a custom protocol, never the quick searches' history.
+    summary_artifact = next(a for a in asyncio.run(read("fmnist-search-summary-custom"))
+                            if "Search search-e2e:" in a.data)
+    assert not [a for a in asyncio.run(read("fmnist-search-summary-quick")) if "Search search-e2e:" in a.data]
+    leaderboard = next(a for a in asyncio.run(read("fmnist-search-leaderboard-custom"))
                        if a.flow_run_id == summary_artifact.flow_run_id)
     assert sorted(row["Trial"] for row in json.loads(leaderboard.data)) == sorted(row["trial_id"] for row in rows)
 
@@ -182,7 +185,8 @@ def test_the_search_runs_from_the_prefect_ui_form(prefect_api, tmp_path, monkeyp
     assert finished.state.is_completed(), finished.state
     (leaderboard,) = store.glob("runs/*/search/leaderboard.json")
     assert len(json.loads(leaderboard.read_text())) == 2
-    assert {a.key for a in artifacts} == {"fmnist-search-leaderboard", "fmnist-search-table1", "fmnist-search-summary"}
+    assert {a.key for a in artifacts} == {"fmnist-search-leaderboard-quick", "fmnist-search-table1-quick",
+                                          "fmnist-search-summary-quick"}  # the quick preset chosen in the form
 
 
 # --- the quick preset as it is: ASHA prunes, Optuna is told so, and a second night starts from the first ------------

@@ -319,5 +319,6 @@ def test_champion_table_shows_family_accuracy_as_tested_and_the_figures(store):
     assert "| searched (best) | 88.50% | McNemar over run run-a: b = 250, c = 350, one-sided p = " in row
     assert "| run-b | runs/run-b/cnn2/model.keras |" in row
     markdown = decisions_markdown(promote(store, "run-c", {"cnn2": scored("cnn2", better)}, margin=0.002))
-    assert "| slot | promoted | b | c | p (McNemar, one-sided) | reason |" in markdown
+    assert ("| Slot | Promoted | b (test rows only the champion got right) | c (only this run) | p (McNemar, one-sided) "
+            "| Reason |") in markdown
     assert "| overall | no | 0 | 0 | 1 | " in markdown  # the same model's mask: no row differs
