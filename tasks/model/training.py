@@ -91,8 +91,15 @@ def trial_data(arrays: SplitArrays, validation_split: float, input_shape: tuple)
 
 def configure_backend(cpus: float) -> None:
     """Before any TensorFlow op: GPU memory growth (ray-project/ray#6500) and as many
-    threads as the trial's CPU share, so trials side by side don't oversubscribe cores."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+    threads as the trial's CPU share, so trials side by side don't oversubscribe cores.
+
+    JAX (KERAS_BACKEND=jax, the GPU machine's backend): no preallocation, JAX's default being 75 % of the card at
+    its first op, which trials sharing a GPU (gpus_per_trial 0.2) cannot all take. Read when JAX makes its device
+    client, so set before the trial's first op; a caller's own setting wins."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if backend != "tensorflow":
         return
     import tensorflow as tf
 

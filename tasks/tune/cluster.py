@@ -8,6 +8,7 @@ message if the cluster is autoscaling"): both are checked here first, each with 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -24,6 +25,13 @@ from tasks.progress import Progress
 # Quiet TensorFlow's start-up chatter in the workers. Never put secrets here: runtime_env
 # env_vars show in the Ray dashboard and logs (ray-project/ray#28276).
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def worker_env() -> dict[str, str]:
+    """WORKER_ENV and the driver's KERAS_BACKEND, if set: the trials train on the backend the run was started with,
+    on a cluster joined too (whose workers would otherwise get the environment its nodes were started with)."""
+    backend = os.environ.get("KERAS_BACKEND")
+    return {**WORKER_ENV, **({"KERAS_BACKEND": backend} if backend else {})}
 
 
 # Ray's own clients never give up on an address where nothing answers (the GCS client retries "Failed to connect
@@ -172,7 +180,7 @@ def connect_ray(address: str | None) -> None:
     target = address or current_settings().ray_address
     with sigterm_handler_kept():
         try:
-            ray.init(address=target, runtime_env={"env_vars": WORKER_ENV}, include_dashboard=False,
+            ray.init(address=target, runtime_env={"env_vars": worker_env()}, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
             raise RayConnectError(f"Ray cluster at {target!r}: cannot connect ({exc}); check --ray-address / "
