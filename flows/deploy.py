@@ -110,8 +110,9 @@ def defaults_as_runs_get(deployment: RunnerDeployment) -> RunnerDeployment:
     `PipelineConfig()` as this process built it (max_epochs 100 filled from the full preset, the store resolved
     against this process's folder), which no run of the deployment gets. Its values instead: the preset's fields
     empty (the preset's), the store and time limit as given."""
-    schema = deployment._parameter_openapi_schema  # Prefect keeps the flow's schema only here (RunnerDeployment)
-    schema.properties["config"]["default"] = deployment.parameters["config"]
+    from flows.prefect_compat import set_parameter_default  # Prefect keeps the schema only in a private attribute
+
+    set_parameter_default(deployment, "config", deployment.parameters["config"])
     return deployment
 
 

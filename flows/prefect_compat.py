@@ -2,6 +2,8 @@
 
 - The terminal's copy of an expected error is printed without its traceback: `PrefectConsoleHandler.emit` formats
   through the instance's `format` (patched here), then prints through the handler's rich Console.
+- A deployment's Parameters tab shows, beside each parameter's value, the default of the parameter schema that a
+  `RunnerDeployment` keeps in its private `_parameter_openapi_schema` (flows/deploy.py sets it to what runs get).
 - The live trials table (tasks/tune/progress.py) prints the handlers' lines above itself by swapping the `file` of
   a handler's rich `console`; it duck-types any handler that has one and never imports Prefect, so the fact that
   Prefect's console handler has one (an undocumented attribute) is checked here.
@@ -57,6 +59,22 @@ def _check_console_handler() -> None:
 
 
 _check_console_handler()
+
+
+def _check_runner_deployment_schema() -> None:
+    """RunnerDeployment keeps the flow's parameter schema in a private attribute with JSON-schema `properties`."""
+    from prefect.deployments.runner import RunnerDeployment
+
+    if "_parameter_openapi_schema" not in getattr(RunnerDeployment, "__private_attributes__", {}):
+        raise _fail("its RunnerDeployment no longer keeps the parameter schema in `_parameter_openapi_schema`")
+
+
+_check_runner_deployment_schema()
+
+
+def set_parameter_default(deployment, parameter: str, value) -> None:
+    """The default the deployment's parameter schema gives `parameter` (what the UI's Parameters tab shows as Default)."""
+    deployment._parameter_openapi_schema.properties[parameter]["default"] = value
 
 
 def quiet_expected_tracebacks(expected: tuple[type[BaseException], ...]) -> None:

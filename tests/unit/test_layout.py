@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tasks", "flows")
 PRIVATE_NAMES = re.compile(
     r"ray\._private|ray\._common|keras\.src|_seed_generators|_flatten_layers|ENV_VARS_TO_PROPAGATE|"
-    r"checkpoint_manager\._|prefect\.[a-z_.]*\._")
+    r"checkpoint_manager\._|prefect\.[a-z_.]*\._|_parameter_openapi_schema")
 MAX_TOP_LEVEL_TASKS_MODULES = 8
 
 
