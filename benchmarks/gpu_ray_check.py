@@ -19,7 +19,6 @@ them), CPUS, and overrides TRAIN_ROWS, TEST_ROWS, MAX_EPOCHS, SEEDS, GPUS_PER_TR
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -159,8 +158,7 @@ def fan_out(run, name: str, specs: list) -> dict:
     tuner = make_tuner(run, Experiment(name, specs, arrays, trainable=instrumented_trial),
                        progress=lambda line: print(f"  {line}", flush=True))
     started = time.time()
-    extra = {"resume_with": "(none: gpu_ray_check)"} if "resume_with" in inspect.signature(fit_or_explain).parameters else {}
-    results = fit_or_explain(tuner, run, tolerate_failures=True, **extra)
+    results = fit_or_explain(tuner, run, tolerate_failures=True)
     fit_s = time.time() - started
     trials = []
     for spec in specs:
