@@ -4,6 +4,7 @@ The same through the real `fmnist` command: tests/cli/test_ray_limits.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from tasks.config import PipelineConfig
 from tasks.errors import PipelineError
 from tasks.tune.cluster import PlacementError, RayConnectError, check_ray_reachable, preflight
-from tests.seaweed_server import free_ports
+from tests.seaweed_server import free_ports, temporary_root
 
 
 @pytest.mark.parametrize("field, value, expected", [
@@ -53,13 +54,15 @@ def test_the_sessions_real_ray_passes_the_protocol_check(ray_local):
 
 
 @pytest.fixture(scope="module")
-def token_auth_head(tmp_path_factory) -> Iterator[dict[str, str]]:
+def token_auth_head() -> Iterator[dict[str, str]]:
     """A real Ray head with token auth (`ray start --head --block` under RAY_AUTH_MODE=token), in its own process
     group, ended by its group id (never `ray stop`, which would end every Ray on this machine)."""
     gcs_port, client_port, agent_port = free_ports(3)
     token = uuid.uuid4().hex + uuid.uuid4().hex
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    temp = tmp_path_factory.mktemp("ray-token-head")
+    # A short folder of its own: Ray's unix sockets go in it, and pytest's tmp_path (pytest-of-USER/pytest-NNN/…)
+    # grows past the 107 bytes a socket path may have once NNN reaches 100.
+    temp = temporary_root("ray-token-")
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
          f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}", "--num-cpus=0",
@@ -73,12 +76,15 @@ def token_auth_head(tmp_path_factory) -> Iterator[dict[str, str]]:
             time.sleep(0.5)
         yield {"gcs": f"127.0.0.1:{gcs_port}", "client": f"ray://127.0.0.1:{client_port}", "token": token}
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
         try:
+            os.killpg(head.pid, signal.SIGTERM)
             head.wait(timeout=30)
+        except ProcessLookupError:  # it ended already (a failed start): nothing to stop
+            pass
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=10)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _listening(port: int) -> bool:
