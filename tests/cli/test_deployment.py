@@ -117,6 +117,10 @@ def test_a_run_past_its_time_limit_ends_timed_out_resumable_and_the_queued_run_s
         deployment = _deployment(name)
         assert deployment.parameters["config"]["timeout"] == 40
         long_run = asyncio.run(_call("create_flow_run_from_deployment", deployment.id))
+        # The second run is created once the first holds the deployment's one slot: created together, either may
+        # take it first on a loaded machine (the runner starts both, the slot goes to whichever asks first).
+        wait_for(lambda: asyncio.run(_call("read_flow_run", long_run.id)).state.is_running(), 120,
+                 "the long run to be running")
         short = {**deployment.parameters["config"], "architectures": ["baseline"], "max_epochs": 1, "timeout": None}
         queued = asyncio.run(_call("create_flow_run_from_deployment", deployment.id, parameters={"config": short}))
         ended = _final_state(long_run.id, 240, "the long run to end")
