@@ -53,8 +53,8 @@ def refuse_missing_folder(uri: str) -> None:
     if parsed.scheme in ("", "file"):
         folder = Path(parsed.path if parsed.scheme == "file" else uri).expanduser()
         if not folder.is_dir():
-            raise ConfigError(f"store {uri}: no such folder; expected the folder `fmnist run` left (./artifacts by "
-                              "default): run the command where you ran `fmnist run`, or give --store")
+            raise ConfigError(f"store {uri}: no such folder; expected the folder `fmnist run` or `fmnist search` "
+                              "left (./artifacts by default): run the command where you ran it, or give --store")
 
 
 def open_store_to_read(uri: str, s3_endpoint: str | None) -> Store:
