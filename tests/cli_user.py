@@ -109,6 +109,17 @@ def stop_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         pass
 
 
+def interrupt_and_wait(process: subprocess.Popen, grace_s: float = 60) -> None:
+    """Ctrl-C to the command's process group, as a terminal sends it (a served deployment stops so); SIGKILL to the
+    group if it has not ended within `grace_s`."""
+    stop_group(process, signal.SIGINT)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        stop_group(process)
+        process.wait(timeout=10)
+
+
 def live_processes(session: int) -> list[str]:
     """Live processes (zombies aside) of a session, as "pid sid stat args": what a command started here (its own
     session: the session id is its pid) left running, its local Ray and Prefect's temporary server included."""

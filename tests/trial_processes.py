@@ -95,3 +95,21 @@ def history_epochs(store, run_id: str, arch: str) -> list[int]:
     """The epochs in a published model's history.csv, in order."""
     rows = csv.DictReader(io.StringIO(store.get_bytes(f"runs/{run_id}/{arch}/history.csv").decode()))
     return [int(row["epoch"]) for row in rows]
+
+
+def ray_address_file_restorer():
+    """The function that puts Ray's address file (/tmp/ray/ray_current_cluster) back as it is now. A
+    `ray.cluster_utils.Cluster` records its address there, where any `ray.init()` on this machine (other test runs,
+    a user's `fmnist run`) would find it and join that cluster: call it as soon as the cluster is made, and at the end."""
+    from ray._common.utils import get_ray_address_file
+
+    address_file = Path(get_ray_address_file(None))
+    saved = address_file.read_text() if address_file.exists() else None
+
+    def restore() -> None:
+        if saved is None:
+            address_file.unlink(missing_ok=True)
+        else:
+            address_file.write_text(saved)
+
+    return restore

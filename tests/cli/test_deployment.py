@@ -3,7 +3,6 @@
 
 import asyncio
 import json
-import signal
 import subprocess
 import uuid
 
@@ -11,7 +10,7 @@ import pytest
 from prefect import get_client
 from prefect.states import Cancelling
 
-from tests.cli_user import live_processes, run_fmnist, start_fmnist, stop_group
+from tests.cli_user import interrupt_and_wait, live_processes, run_fmnist, start_fmnist
 from tests.trial_processes import wait_for
 
 
@@ -69,12 +68,7 @@ def _serve(tmp_path, name: str, options: list[str], env: dict):
 
 
 def _stop(serve) -> None:
-    stop_group(serve, signal.SIGINT)
-    try:
-        serve.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        stop_group(serve)
-        serve.wait(timeout=10)
+    interrupt_and_wait(serve)
 
 
 async def _call(method, *args, **kwargs):

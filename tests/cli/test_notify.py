@@ -6,8 +6,6 @@ champion each reach it within a minute; deploying again does not duplicate the a
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from prefect import get_client
 
-from tests.cli_user import run_fmnist, start_fmnist, stop_group
+from tests.cli_user import interrupt_and_wait, run_fmnist, start_fmnist
 
 WITHIN_S = 60  # "within a minute"
 
@@ -185,9 +183,4 @@ def test_a_served_deployment_notifies_a_run_that_fails(prefect_api, tmp_path, re
         assert "ended Failed" in message["subject"] and "architectures" in message["text"], message
         print(f"served run failed -> receiver: {when - state.timestamp.timestamp():.1f} s\n{message['text']}")
     finally:
-        stop_group(serve, signal.SIGINT)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_group(serve)
-            serve.wait(timeout=10)
+        interrupt_and_wait(serve)

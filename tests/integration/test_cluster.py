@@ -23,6 +23,7 @@ from tasks.runs.run import Run
 from tasks.tune.fanout import Experiment, make_tuner, trial_spec
 from tasks.data.store import open_store
 from tests.cli_user import run_fmnist
+from tests.trial_processes import ray_address_file_restorer
 
 
 # ---- placement on a multi-node Ray cluster ------------------------------------------------------------------
@@ -86,20 +87,9 @@ def ray_cluster(request, no_local_ray):
     """A head without CPUs or GPUs and the topology's worker nodes, this driver connected to it.
 
     Yields (head node id, set of worker node ids)."""
-    from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
-    # Cluster records its address in /tmp/ray/ray_current_cluster, where any `ray.init()` on this machine (other
-    # test runs, a `fmnist run`) would find it and join this cluster: put the file back as it was at once.
-    address_file = Path(get_ray_address_file(None))
-    saved = address_file.read_text() if address_file.exists() else None
-
-    def restore_address_file():
-        if saved is None:
-            address_file.unlink(missing_ok=True)
-        else:
-            address_file.write_text(saved)
-
+    restore_address_file = ray_address_file_restorer()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0, "include_dashboard": False})
     restore_address_file()
     try:
