@@ -69,12 +69,15 @@ def newest_checkpoint_state(store, run_id: str) -> dict | None:
 
 @contextmanager
 def trials_killed_after(store, run_id: str, epochs: int, interval: float = 0.2) -> Iterator[list[int]]:
-    """While the block runs the trials, SIGKILL this test's trial processes once the run's newest checkpoint holds
-    `epochs` epochs; yields the list of pids killed (empty if the kill never came)."""
+    """While the block runs the trials, SIGKILL this test's trial processes once Tune has taken the checkpoint that
+    holds `epochs` epochs; yields the list of pids killed (empty if the kill never came)."""
     killed: list[int] = []
 
+    assert epochs >= 2, "Tune's taking of a first checkpoint cannot be seen from its files (nothing is deleted)"
+
     def kill() -> None:
-        wait_for(lambda: history_len(store, run_id) >= epochs, 240, f"epoch {epochs}'s checkpoint", interval=interval)
+        wait_for(lambda: registered_history_len(store, run_id) >= epochs, 240,
+                 f"Tune to take epoch {epochs}'s checkpoint", interval=interval)
         for pid in trial_pids():
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
@@ -85,10 +88,21 @@ def trials_killed_after(store, run_id: str, epochs: int, interval: float = 0.2) 
     killer.join(timeout=5)
 
 
-def history_len(store, run_id: str) -> int:
-    """Epochs in the newest checkpoint of the run's (single) trial."""
-    state = newest_checkpoint_state(store, run_id)
-    return len(state["history"]) if state else 0
+def registered_history_len(store, run_id: str) -> int:
+    """Epochs in the checkpoint Tune has taken for the run's (single) trial; 0 while that cannot be told.
+
+    A checkpoint's files are written by the trial before Tune's driver takes it: a kill in between restarts the
+    trial from the checkpoint before (a CI run saw `resumed_from_epoch` 1 after a kill at epoch 2's files). Tune
+    keeps one checkpoint (num_to_keep=1) and deletes the older one when it takes the newer, in the same step: a
+    lone checkpoint after the first is one Tune has taken."""
+    states = sorted(checkpoints(store, run_id))
+    if len(states) != 1:
+        return 0
+    try:
+        history = json.loads(store.get_bytes(states[0]))["history"]
+    except Exception:  # deleted or replaced under us
+        return 0
+    return len(history) if len(history) >= 2 else 0
 
 
 def history_epochs(store, run_id: str, arch: str) -> list[int]:

@@ -22,7 +22,7 @@ from tasks.runs.run import Run
 from tasks.tune.fanout import TrainingError, run_trials
 from tasks.data.shards import publish_dataset
 from tasks.data.store import open_store
-from tests.trial_processes import history_epochs, history_len, trial_pids, trials_killed_after, wait_for
+from tests.trial_processes import history_epochs, registered_history_len, trial_pids, trials_killed_after, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def test_a_resume_uses_the_newest_checkpoint_when_the_saved_state_names_a_delete
                             test_rows=500, max_failures=0)
 
     def kill_after_second_checkpoint():
-        wait_for(lambda: history_len(store, run_id) >= 2, 240, "two checkpointed epochs")
+        wait_for(lambda: registered_history_len(store, run_id) >= 2, 240, "Tune to take epoch 2's checkpoint")
         for pid in trial_pids():
             os.kill(pid, signal.SIGKILL)
 
