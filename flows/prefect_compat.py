@@ -4,6 +4,10 @@
   through the instance's `format` (patched here), then prints through the handler's rich Console.
 - A deployment's Parameters tab shows, beside each parameter's value, the default of the parameter schema that a
   `RunnerDeployment` keeps in its private `_parameter_openapi_schema` (flows/deploy.py sets it to what runs get).
+- A SIGTERM that is the runner's cancel of a flow run (the UI's Cancel) is told from any other SIGTERM by the intent
+  the runner commits over its control channel first (`prefect._internal.control_listener.get_intent`), which is what
+  Prefect's flow engine reads to end the run Cancelled rather than Crashed; flows/steps.py reads it to end a
+  trials step Cancelled too.
 - The live trials table (tasks/tune/progress.py) prints the handlers' lines above itself by swapping the `file` of
   a handler's rich `console`; it duck-types any handler that has one and never imports Prefect, so the fact that
   Prefect's console handler has one (an undocumented attribute) is checked here.
@@ -70,6 +74,26 @@ def _check_runner_deployment_schema() -> None:
 
 
 _check_runner_deployment_schema()
+
+
+def _check_control_intent() -> None:
+    """The flow engine reads the runner's committed intent ('cancel') from `control_listener.get_intent()`."""
+    try:
+        from prefect._internal import control_listener
+    except ImportError as exc:
+        raise _fail(f"importing prefect._internal.control_listener failed ({exc})") from None
+    if not callable(getattr(control_listener, "get_intent", None)):
+        raise _fail("its prefect._internal.control_listener has no get_intent() (the runner's cancel intent)")
+
+
+_check_control_intent()
+
+
+def cancel_intended() -> bool:
+    """Whether this process's flow run is being cancelled by its runner (the SIGTERM it sent is a cancel)."""
+    from prefect._internal.control_listener import get_intent
+
+    return get_intent() == "cancel"
 
 
 def set_parameter_default(deployment, parameter: str, value) -> None:

@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.steps import (claim, preflight, promote_champions, report, summary_artifact_key, table_artifact_key,
-                         train, with_prepared_dataset)
+                         train, unless_cancelled, with_prepared_dataset)
 from tasks.config import PipelineConfig
 from tasks.runs.tables import log_text, run_table
 
@@ -22,7 +22,7 @@ def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
         logger.info(f"run {run.run_id} ({'resumed' if run.resumed else 'new'}): {', '.join(run.config.architectures)}; "
                     f"{run.config.protocol()}; store {run.store.uri}")
         run = with_prepared_dataset(run)
-        metrics = train(run)
+        metrics = unless_cancelled(train(run))
         decisions = promote_champions(run, metrics)
         result = report(run, metrics, decisions)
 

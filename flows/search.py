@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.steps import (claim, preflight, promote_champions, report_search, retrain, search,
-                         search_artifact_key, with_prepared_dataset)
+                         search_artifact_key, unless_cancelled, with_prepared_dataset)
 from tasks.config import SearchConfig
 from tasks.runs.tables import leaderboard_table, log_text, search_table
 
@@ -24,10 +24,10 @@ def search_flow(config: SearchConfig = SearchConfig()) -> dict:
                     f"{', '.join(run.config.architectures)}; {run.config.num_samples} recipes "
                     f"each, {run.config.scheduler.upper()}; {run.config.protocol()}; store {run.store.uri}")
         run = with_prepared_dataset(run)
-        rows = search(run)
+        rows = unless_cancelled(search(run))
         create_table_artifact(table=leaderboard_table(rows), key=search_artifact_key(run.config, "leaderboard"),
                               description=f"Search {run.run_id}: every trial, best final-epoch validation accuracy first")
-        winners = retrain(run, rows)
+        winners = unless_cancelled(retrain(run, rows))
         decisions = promote_champions(run, winners)
         result = report_search(run, rows, winners, decisions)
         create_table_artifact(table=search_table(result["rows"]), key=search_artifact_key(run.config, "table1"),

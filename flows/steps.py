@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
+from prefect.states import Cancelled, State
 
+from flows.prefect_compat import cancel_intended
 from flows.flow_run import continues, current_flow_run, run_id_of_flow_run
 from flows.notify import announce_decisions
 from tasks.config import PipelineConfig, SearchConfig
@@ -46,6 +48,7 @@ STORE_RETRIES = 2
 STORE_RETRY_DELAYS_S = [2, 8]
 
 RetryCondition = Callable[[Any, Any, Any], bool]
+T = TypeVar("T")
 
 
 def touches_store(retry_if: RetryCondition | None = None) -> Callable:
@@ -71,24 +74,41 @@ def only_store_faults(task, task_run, state) -> bool:
     return isinstance(state.data, StoreError) or not isinstance(state.data, PipelineError)
 
 
-@contextmanager
-def signals_unwrapped_from_ray() -> Iterator[None]:
-    """Let a cancel from the Prefect UI reach Prefect as the signal it is.
+def trials_step(body: Callable[[], T]) -> T | State:
+    """Run a step's trials; a cancel from Prefect ends the step Cancelled, and then the flow run Cancelled.
 
     On cancel the runner sends SIGTERM; Prefect's handler (kept through `ray.init`, tasks.tune.cluster.connect_ray)
     raises TerminationSignal, but the driver is inside `ray.wait`, whose Cython wrapper turns an exception raised
-    by a signal handler into a SystemError. Re-raise the signal, and Prefect records the run as Cancelled.
-    Under the `fmnist` command, a SIGTERM is also announced and given a deadline at once (flows.cli.interrupts).
+    by a signal handler into a SystemError: the signal is unwrapped here. Prefect's task engine records a task that
+    a TerminationSignal passes through as Crashed (two ERROR lines, for a cancel); so when the signal is the
+    runner's cancel, the step returns a Cancelled state instead (its trials were stopped as the signal unwound
+    them) and the flow raises the signal again (`unless_cancelled`), where Prefect records the flow run Cancelled.
+    Any other SIGTERM (`fmnist run` terminated; a runner that could not commit its intent) passes through as
+    before. Under the `fmnist` command a SIGTERM is also announced and given a deadline at once
+    (flows.cli.interrupts).
     """
     from flows.cli.interrupts import deadline_under_prefects_sigterm_bridge
 
     deadline_under_prefects_sigterm_bridge()
     try:
-        yield
-    except SystemError as exc:
-        if isinstance(exc.__cause__, TerminationSignal):
-            raise exc.__cause__ from None
-        raise
+        try:
+            return body()
+        except SystemError as exc:
+            if isinstance(exc.__cause__, TerminationSignal):
+                raise exc.__cause__ from None
+            raise
+    except TerminationSignal:
+        if not cancel_intended():  # the runner's cancel of this flow run, as Prefect's flow engine tells it
+            raise
+        return Cancelled(message="the flow run was cancelled: its trials were stopped, their checkpoints kept")
+
+
+def unless_cancelled(result: T | State) -> T:
+    """A trials step's result; for a step that ended Cancelled, the flow run ends as Prefect ends a cancelled one
+    (the termination signal raised again in the flow, where Prefect's flow engine records the cancel)."""
+    if isinstance(result, State) and result.is_cancelled():
+        raise TerminationSignal(signal.SIGTERM)
+    return result
 
 
 # --- the dataset ---------------------------------------------------------------------------------------------
@@ -193,8 +213,7 @@ def search_artifact_key(config: PipelineConfig, artifact: str) -> str:
 @once
 def train(run: Run) -> dict[str, dict]:
     """One Ray Tune trial per architecture; returns each one's metrics."""
-    with signals_unwrapped_from_ray():
-        return run_trials(run, progress=get_run_logger().info, live=live_progress_enabled())
+    return trials_step(lambda: run_trials(run, progress=get_run_logger().info, live=live_progress_enabled()))
 
 
 @touches_store()
@@ -209,8 +228,9 @@ def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dic
 @once
 def search(run: Run) -> list[dict]:
     """Every architecture's recipe search (train and validation rows only); the leaderboard, published."""
-    with signals_unwrapped_from_ray():
-        rows = search_recipes(run, progress=get_run_logger().info)
+    rows = trials_step(lambda: search_recipes(run, progress=get_run_logger().info))
+    if isinstance(rows, State):
+        return rows  # cancelled
     publish_leaderboard(run.store, run.run_id, rows)
     return rows
 
@@ -219,8 +239,7 @@ def search(run: Run) -> list[dict]:
 def retrain(run: Run, rows: list[dict]) -> dict[str, dict]:
     """The winners (best final-epoch validation accuracy) retrained with seeds other than the search's, each tested
     once."""
-    with signals_unwrapped_from_ray():
-        return retrain_winners(run, winners_of(rows), progress=get_run_logger().info)
+    return trials_step(lambda: retrain_winners(run, winners_of(rows), progress=get_run_logger().info))
 
 
 @touches_store()

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.states import Cancelling
 
 from tests.cli_user import interrupt_and_wait, live_processes, run_fmnist, start_fmnist
@@ -17,8 +18,9 @@ from tests.trial_processes import wait_for
 @pytest.mark.slow
 def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes(prefect_api, tmp_path):
     """`fmnist deploy` serving; a run triggered; once a trial has checkpointed, Cancel as the UI's button does
-    (the flow run set to Cancelling). The run ends Cancelled, never Crashed; its trial processes are gone; then
-    `fmnist run --resume ID` from the same folder finishes it from the checkpoints."""
+    (the flow run set to Cancelling). The run and its train task end Cancelled, never Crashed (the only ERROR
+    line is Prefect's "Finished in state Cancelled"); its trial processes are gone; then `fmnist run --resume ID`
+    from the same folder finishes it from the checkpoints."""
     env = {"PREFECT_API_URL": prefect_api}
     name = f"cancel-{uuid.uuid4().hex[:6]}"
     serve = _serve(tmp_path, name, ["--preset", "quick", "--architectures", "cnn2", "--max-epochs", "6",
@@ -47,6 +49,14 @@ def test_a_run_cancelled_from_the_ui_ends_cancelled_stops_its_trials_and_resumes
         wait_for(lambda: asyncio.run(call("read_flow_run", flow_run.id)).state.is_final(), 90, "a final state")
         states = [s.type.value for s in asyncio.run(call("read_flow_run_states", flow_run.id))]
         assert states[-1] == "CANCELLED" and "CRASHED" not in states, states
+        # Its train task ends Cancelled too (Prefect's task engine would record it Crashed, with ERROR lines).
+        of_this_run = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        tasks = asyncio.run(call("read_task_runs", flow_run_filter=of_this_run))
+        (train,) = [task for task in tasks if task.name.startswith("train")]
+        assert train.state.type.value == "CANCELLED", train.state
+        logs = asyncio.run(call("read_logs", log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))))
+        errors = [log.message for log in logs if log.level >= 40]  # Prefect logs any end but Completed at ERROR
+        assert errors and all(m.startswith("Finished in state Cancelled(") for m in errors), errors  # no "Crash"
         wait_for(lambda: not trials_of(serve.pid), 60, "the cancelled run's trials to end")
     finally:
         _stop(serve)
@@ -100,8 +110,6 @@ def test_a_run_past_its_time_limit_ends_timed_out_resumable_and_the_queued_run_s
     """`fmnist deploy --timeout 40s`: a run that trains longer ends TimedOut (its trials stopped, its checkpoints
     kept, its run unfinished and resumable); the run queued behind it (concurrency limit 1) then starts and
     completes."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
     env = {"PREFECT_API_URL": prefect_api}
     name = f"limit-{uuid.uuid4().hex[:6]}"
     serve = _serve(tmp_path, name, ["--preset", "quick", "--architectures", "cnn2", "--max-epochs", "500",

@@ -94,3 +94,41 @@ def test_the_prefect_compat_checks_pass_and_a_failure_is_one_line_naming_the_ver
     prefect_compat._check_console_handler()  # what import ran: passes on the installed Prefect
     message = str(prefect_compat._fail("its console handler is gone"))
     assert "\n" not in message and f"Prefect {metadata.version('prefect')}" in message
+
+
+def test_a_trials_step_ends_cancelled_only_for_the_runners_cancel(monkeypatch):
+    """A cancel from the Prefect UI reaches the driver as a TerminationSignal, wrapped by Ray's `ray.wait` in a
+    SystemError. The step returns a Cancelled state for the runner's cancel (so Prefect records the task Cancelled,
+    not Crashed) and the flow raises the signal again; any other SIGTERM passes through."""
+    import signal
+
+    from prefect.exceptions import TerminationSignal
+
+    from flows import steps
+
+    def interrupted_in_ray_wait():
+        try:
+            raise TerminationSignal(signal.SIGTERM)
+        except TerminationSignal as signal_raised:
+            raise SystemError("ray.wait: error return without exception set") from signal_raised
+
+    monkeypatch.setattr(steps, "cancel_intended", lambda: False)
+    with pytest.raises(TerminationSignal):
+        steps.trials_step(interrupted_in_ray_wait)
+    with pytest.raises(SystemError):  # a SystemError of its own is not a signal
+        steps.trials_step(lambda: (_ for _ in ()).throw(SystemError("a bug")))
+
+    monkeypatch.setattr(steps, "cancel_intended", lambda: True)
+    state = steps.trials_step(interrupted_in_ray_wait)
+    assert state.is_cancelled() and "checkpoints kept" in state.message
+    with pytest.raises(TerminationSignal):
+        steps.unless_cancelled(state)
+    assert steps.unless_cancelled({"cnn2": {}}) == {"cnn2": {}}
+    assert steps.trials_step(lambda: [1, 2]) == [1, 2]
+
+
+def test_the_runners_cancel_intent_is_read_where_prefects_flow_engine_reads_it():
+    from flows import prefect_compat
+
+    prefect_compat._check_control_intent()
+    assert prefect_compat.cancel_intended() is False  # no runner has committed a cancel to this process
