@@ -2,10 +2,14 @@
 §5, §6): headless Chromium from the system (design §10: never `playwright install`) driven by Playwright, against a
 running Prefect server that already holds an `fmnist run` / `fmnist search` / `fmnist deploy`.
 
+    PREFECT_UI_API_URL=http://127.0.0.1:4311/api .venv/bin/prefect server start --port 4311 &
+    PREFECT_API_URL=http://127.0.0.1:4311/api .venv/bin/fmnist run --preset quick   # (and search, deploy)
     PREFECT_API_URL=http://127.0.0.1:4311/api .venv/bin/python benchmarks/ui_look.py /tmp/ui-shots
 
-Needs `pip install playwright` (not a project dependency) and /usr/bin/chromium (Debian's `chromium`). Writes one
-PNG per page and prints, per page, the table headers and first rows the browser shows, for a person to read.
+On a port other than 4200 the server needs PREFECT_UI_API_URL, or its UI calls 4200 and shows only "Can't connect
+to Server API" (every header below then comes back empty). Needs `pip install playwright` (not a project
+dependency) and /usr/bin/chromium (Debian's `chromium`). Writes one PNG per page and prints, per page, the table
+headers and first rows the browser shows, for a person to read.
 """
 
 from __future__ import annotations
