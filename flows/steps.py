@@ -20,9 +20,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, State
 
-from flows.prefect_compat import cancel_intended
 from flows.flow_run import continues, current_flow_run, run_id_of_flow_run
 from flows.notify import announce_decisions
+from flows.prefect_compat import cancel_intended
 from tasks.config import PipelineConfig, SearchConfig
 from tasks.data.dataset import RawDataset, fetch_dataset
 from tasks.data.shards import PrepareResult, publish_dataset
@@ -211,8 +211,8 @@ def search_artifact_key(config: PipelineConfig, artifact: str) -> str:
 # --- `fmnist run` --------------------------------------------------------------------------------------------
 
 @once
-def train(run: Run) -> dict[str, dict]:
-    """One Ray Tune trial per architecture; returns each one's metrics."""
+def train(run: Run) -> dict[str, dict] | State:
+    """One Ray Tune trial per architecture; returns each one's metrics (a Cancelled state when cancelled)."""
     return trials_step(lambda: run_trials(run, progress=get_run_logger().info, live=live_progress_enabled()))
 
 
@@ -226,17 +226,18 @@ def report(run: Run, metrics: dict[str, dict], decisions: list[Decision]) -> dic
 # --- `fmnist search` -----------------------------------------------------------------------------------------
 
 @once
-def search(run: Run) -> list[dict]:
-    """Every architecture's recipe search (train and validation rows only); the leaderboard, published."""
+def search(run: Run) -> list[dict] | State:
+    """Every architecture's recipe search (train and validation rows only); the leaderboard, published (a Cancelled
+    state when cancelled)."""
     rows = trials_step(lambda: search_recipes(run, progress=get_run_logger().info))
     if isinstance(rows, State):
-        return rows  # cancelled
+        return rows
     publish_leaderboard(run.store, run.run_id, rows)
     return rows
 
 
 @once
-def retrain(run: Run, rows: list[dict]) -> dict[str, dict]:
+def retrain(run: Run, rows: list[dict]) -> dict[str, dict] | State:
     """The winners (best final-epoch validation accuracy) retrained with seeds other than the search's, each tested
     once."""
     return trials_step(lambda: retrain_winners(run, winners_of(rows), progress=get_run_logger().info))
