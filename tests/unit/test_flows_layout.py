@@ -112,11 +112,14 @@ def test_a_trials_step_ends_cancelled_only_for_the_runners_cancel(monkeypatch):
         except TerminationSignal as signal_raised:
             raise SystemError("ray.wait: error return without exception set") from signal_raised
 
+    def a_bug():
+        raise SystemError("a bug")
+
     monkeypatch.setattr(steps, "cancel_intended", lambda: False)
     with pytest.raises(TerminationSignal):
         steps.trials_step(interrupted_in_ray_wait)
     with pytest.raises(SystemError):  # a SystemError of its own is not a signal
-        steps.trials_step(lambda: (_ for _ in ()).throw(SystemError("a bug")))
+        steps.trials_step(a_bug)
 
     monkeypatch.setattr(steps, "cancel_intended", lambda: True)
     state = steps.trials_step(interrupted_in_ray_wait)
