@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+CREATED_FORMAT = "%Y%m%d-%H%M%S"  # a run id's stamp: when its flow run was created, UTC
+
 
 def current_flow_run() -> dict[str, Any] | None:
     """The flow run this code runs in (id, name, deployment, attempt, UI link), or None outside one."""
@@ -25,16 +27,23 @@ def current_flow_run() -> dict[str, Any] | None:
             "flow_name": flow_run.get_flow_name(),
             "deployment": f"{flow_run.get_flow_name()}/{deployment.get_name()}" if deployment.get_id() else None,
             "attempt": flow_run.get_run_count(), "ui_url": flow_run.get_flow_run_ui_url(),
-            "created": created.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S") if created else None}
+            "created": created.astimezone(timezone.utc).strftime(CREATED_FORMAT) if created else None}
+
+
+RUN_ID_HEX = 8  # hex digits of the flow run's id in a run id: its last 32 random bits
 
 
 def run_id_of_flow_run(origin: dict[str, Any] | None) -> str | None:
-    """`<created, UTC>-<the flow run id's first 8 hex digits>`, the same on every attempt, or None outside a flow
-    run."""
+    """`<created, UTC>-<the flow run id's LAST 8 hex digits>`, the same on every attempt, or None outside a flow run.
+
+    The last digits, not the first: Prefect 3.9's flow-run ids are UUIDv7, whose first 8 hex digits are the top of
+    a millisecond clock (the same for every run created within 65.5 s: the scheduler inserts a cron's next nights in
+    one statement), while the last 8 are random (a UUIDv4's are too). Two runs created in the same second collide
+    once in 2^32."""
     if origin is None:
         return None
-    stamp = origin["created"] or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{origin['flow_run_id'].replace('-', '')[:8]}"
+    stamp = origin["created"] or datetime.now(timezone.utc).strftime(CREATED_FORMAT)
+    return f"{stamp}-{origin['flow_run_id'].replace('-', '')[-RUN_ID_HEX:]}"
 
 
 def continues(stored: dict[str, Any] | None, origin: dict[str, Any] | None) -> str | None:

@@ -255,7 +255,7 @@ def _run_id_template() -> str:
     """Jinja: the run id of the flow run that ended, as flows.flow_run.run_id_of_flow_run derives it (the config's
     run_id when one was given)."""
     derived = ("(flow_run.created or flow_run.expected_start_time).strftime('%Y%m%d-%H%M%S') ~ '-' ~ "
-               "(flow_run.id|string|replace('-', ''))[:8]")
+               "(flow_run.id|string|replace('-', ''))[-8:]")
     return ("{%- set config = flow_run.parameters.config or {} -%}"
             f"{{%- set run_id = config.run_id or ({derived}) -%}}")
 

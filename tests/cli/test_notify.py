@@ -80,7 +80,7 @@ def _names(flow: str, deployment: str) -> list[str]:
 
 def _run_id(flow_run) -> str:
     """The run id the flow derives from its flow run (flows.flow_run)."""
-    return f"{flow_run.created.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{flow_run.id.hex[:8]}"
+    return f"{flow_run.created.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{flow_run.id.hex[-8:]}"
 
 
 def test_a_failed_run_and_a_promoted_champion_reach_the_webhook_within_a_minute(prefect_api, tmp_path, receiver):

@@ -4,10 +4,12 @@ settings: tests/unit/test_deployment.py; a run cancelled from the UI: tests/cli/
 import asyncio
 import json
 import uuid
+from datetime import timezone
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterId,
+                                           LogFilter, LogFilterFlowRunId)
 from prefect.runner import Runner
 
 from flows.deploy import nightly_deployment
@@ -97,3 +99,39 @@ def test_the_ui_forms_payload_trains_what_the_chosen_preset_says(prefect_api, tm
     assert {a.key for a in artifacts} == {table_key, table_key.replace("fmnist-table1", "fmnist-summary")}
 
 
+
+
+def test_a_batch_of_scheduled_nights_and_two_clicks_in_one_second_are_distinct_runs(prefect_api, tmp_path):
+    """Issue 27 §1: the server's scheduler inserts a cron's next nights in one statement (the endpoint its scheduler
+    service calls, min_runs 3), and two UI "Run" clicks land in the same second. Their flow-run ids are UUIDv7s that
+    share their first 8 hex digits; each flow run still derives its own run id, and each claims a new run."""
+    import httpx
+
+    from flows.flow_run import CREATED_FORMAT, run_id_of_flow_run
+    from tasks.runs.run import claim_run
+
+    store = tmp_path / "store"
+    store.mkdir()
+    config = PipelineConfig(store=str(store))
+    deployment_id = nightly_deployment(config, name=f"nightly-batch-{uuid.uuid4().hex[:6]}").apply()
+    answer = httpx.post(f"{prefect_api}/deployments/{deployment_id}/schedule", json={"min_runs": 3}, timeout=60)
+    assert answer.status_code < 300, answer.text
+
+    async def runs_of_the_deployment():
+        async with get_client() as client:
+            for _ in range(2):  # two clicks of the UI's Run button, one after the other
+                await client.create_flow_run_from_deployment(deployment_id)
+            return await client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+    flow_runs = asyncio.run(runs_of_the_deployment())
+    scheduled = [r for r in flow_runs if r.auto_scheduled]
+    assert len(scheduled) >= 3 and len(flow_runs) >= 5, [(r.name, r.auto_scheduled) for r in flow_runs]
+    assert len({r.id.hex[:8] for r in scheduled}) < len(scheduled)  # the batch shares the ids' clock digits
+    run_ids = [run_id_of_flow_run({"flow_run_id": str(r.id), "created": r.created.astimezone(timezone.utc).strftime(CREATED_FORMAT)})
+               for r in flow_runs]
+    assert len(set(run_ids)) == len(flow_runs), run_ids
+    for run_id in run_ids:  # each night claims a new run, none resumes another's
+        run = claim_run(config.model_copy(update={"run_id": run_id}))
+        run.release()
+        assert not run.resumed
+    assert sorted(p.name for p in (store / "runs").iterdir()) == sorted(run_ids)

@@ -230,6 +230,6 @@ def test_every_attempt_of_a_flow_run_claims_the_same_run_or_search():
     from flows.flow_run import run_id_of_flow_run
 
     origin = {"flow_run_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "created": "20261202-020000", "attempt": 1}
-    assert run_id_of_flow_run(origin) == "20261202-020000-0f1e2d3c"
+    assert run_id_of_flow_run(origin) == "20261202-020000-c3d2e1f0"
     assert run_id_of_flow_run({**origin, "attempt": 3}) == run_id_of_flow_run(origin)
     assert run_id_of_flow_run(None) is None
