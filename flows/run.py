@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.steps import (claim, preflight, promote_champions, report, summary_artifact_key, table_artifact_key,
-                         train, unless_cancelled, with_prepared_dataset)
+from flows.steps import (claim, finished_in_this_flow_run, preflight, promote_champions, report, summary_artifact_key,
+                         table_artifact_key, train, unless_cancelled, with_prepared_dataset)
 from tasks.config import PipelineConfig
 from tasks.runs.tables import log_text, run_table
 
@@ -15,6 +15,9 @@ from tasks.runs.tables import log_text, run_table
 @flow(name="fmnist-run", log_prints=True)
 def run_flow(config: PipelineConfig = PipelineConfig()) -> dict:
     """Train the report's five Fashion-MNIST classifiers and publish Table 1 beside the report's."""
+    finished = finished_in_this_flow_run(config)
+    if finished is not None:
+        return finished  # a Retry of a flow run that finished its run: Completed again, nothing redone
     preflight(config)  # before a run is claimed for trials the cluster cannot run
     run = claim(config)
     try:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.steps import (claim, preflight, promote_champions, report_search, retrain, search,
-                         search_artifact_key, unless_cancelled, with_prepared_dataset)
+from flows.steps import (claim, finished_in_this_flow_run, preflight, promote_champions, report_search, retrain,
+                         search, search_artifact_key, unless_cancelled, with_prepared_dataset)
 from tasks.config import SearchConfig
 from tasks.runs.tables import leaderboard_table, log_text, search_table
 
@@ -16,6 +16,9 @@ from tasks.runs.tables import leaderboard_table, log_text, search_table
 def search_flow(config: SearchConfig = SearchConfig()) -> dict:
     """Search each architecture's training recipe (Optuna TPE + ASHA), retrain the winners with several seeds,
     and publish the leaderboard, Table 1 (mean ± std) and the best recipes."""
+    finished = finished_in_this_flow_run(config)
+    if finished is not None:
+        return finished  # a Retry of a flow run that finished its run: Completed again, nothing redone
     preflight(config)  # before a run is claimed for trials the cluster cannot run
     run = claim(config)
     try:

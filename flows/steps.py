@@ -32,7 +32,9 @@ from tasks.model.recipes import KEPT_WORDS
 from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.lease import check_held
-from tasks.runs.run import Run, claim_run, resolve_recipes, stored_origin
+from tasks.keys import RunPaths
+from tasks.runs.hints import store_options
+from tasks.runs.run import Run, claim_run, finished_by, resolve_recipes, stored_origin
 from tasks.runs.deadline import start_time_limit
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
@@ -147,6 +149,26 @@ def preflight(config: PipelineConfig) -> None:
     """Everything about the Ray cluster that can refuse a run, once, before the run is claimed: Ray answers, every
     node reaches the store, some node holds one trial."""
     cluster_preflight(config, get_run_logger().info)
+
+
+@touches_store()
+def finished_in_this_flow_run(config: PipelineConfig) -> dict | None:
+    """What a Retry of a flow run that already finished its run returns instead of failing: the run's summary, with
+    one log line saying there is nothing to do (the flow run ends Completed again; no "ended Failed" alert, nothing
+    promoted or announced twice). None in every other case, which then claims as usual."""
+    origin = current_flow_run()
+    run_id = config.run_id or run_id_of_flow_run(origin)
+    if origin is None or not run_id:
+        return None
+    store = open_store(config.store, config.s3_endpoint)
+    if not finished_by(store, run_id, origin["flow_run_id"]):
+        return None
+    paths = RunPaths(run_id)
+    summary = json.loads(store.get_bytes(paths.summary_json)) if store.exists(paths.summary_json) else {}
+    get_run_logger().info(f"run {run_id} already finished in this flow run (attempt {origin['attempt']}): nothing "
+                          f"to do; its results: `fmnist runs show {run_id}{store_options(config.store, config.s3_endpoint)}`")
+    return {"run_id": run_id, "already_finished": True, "store": store.uri, "table1": summary.get("table1", []),
+            "markdown": store.get_bytes(paths.summary_md).decode() if store.exists(paths.summary_md) else ""}
 
 
 @once

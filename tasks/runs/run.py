@@ -169,6 +169,15 @@ def resume_config(stored: PipelineConfig, given: dict[str, Any]) -> PipelineConf
     return requested
 
 
+def finished_by(store: Store, run_id: str, flow_run_id: str) -> bool:
+    """The run finished (its run.json is there) in this very flow run: a Retry of a Completed flow run, which has
+    nothing left to do (any other claimant of a finished run is refused, `refuse_finished`)."""
+    if not store.exists(RunPaths(run_id).record):
+        return False
+    began = stored_origin(store, run_id)
+    return bool(began) and began.get("flow_run_id") == flow_run_id
+
+
 def refuse_finished(store: Store, run_id: str) -> None:
     if store.exists(RunPaths(run_id).record):
         raise ConfigError(f"run id {run_id!r}: that run already finished in {store.uri} and runs are never "

@@ -171,6 +171,20 @@ def test_retry_of_a_cancelled_deployment_run_finishes_the_same_run_from_its_chec
         retried = _final_state(flow_run.id, 400, "the retried run to finish")
         assert retried.state.is_completed(), retried.state
         assert retried.run_count >= 2
+        # Retry once more, now that the run finished (issue 27 §2): Completed again with "nothing to do", never
+        # Failed (the deployment's "ended Failed" automation has nothing to fire on), nothing trained or written.
+        finished_at = {p: p.stat().st_mtime_ns for p in run_folder.rglob("*") if p.is_file()}
+        asyncio.run(_call("set_flow_run_state", flow_run.id, AwaitingRetry(message="Retry from the UI"), force=True))
+        wait_for(lambda: asyncio.run(_call("read_flow_run", flow_run.id)).run_count > retried.run_count, 120,
+                 "the second Retry to start")
+        again = _final_state(flow_run.id, 120, "the second Retry to end")
+        assert again.state.is_completed(), again.state
+        states = [s.type.value for s in asyncio.run(_call("read_flow_run_states", flow_run.id))]
+        assert "FAILED" not in states and "CRASHED" not in states, states
+        logs = asyncio.run(_call("read_logs", log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))))
+        assert any(f"run {run_folder.name} already finished in this flow run" in log.message
+                   and "nothing to do" in log.message for log in logs)
+        assert {p: p.stat().st_mtime_ns for p in run_folder.rglob("*") if p.is_file()} == finished_at
     finally:
         _stop(serve)
     assert [p.name for p in runs.iterdir()] == [run_folder.name]  # the same run id, no other run
