@@ -4,7 +4,8 @@ deployment three automations, each sending a notification through a Prefect noti
 - "run failed": a flow run of the deployment ends Failed, Crashed or TimedOut (Prefect's own state events);
 - "champion promoted": the flow's event `fmnist.champion.promoted` (one per run, every slot it took);
 - "regression": the flow's event `fmnist.champion.regression`: a full run of the report's protocol whose model is
-  worse than its slot's champion on the same test rows by McNemar's exact test (one-sided, at --promotion-alpha).
+  worse than its slot's last 3 models on the same test rows (tasks.runs.history; never the champion, lucky by
+  selection, nor `overall`, nor a search).
 
 Each message names the run (its run id), what happened, and the command that resumes or inspects it. The flow
 writes the message of its own events (`payload.message`, built here with the commands of tasks/runs/hints.py); the
@@ -18,7 +19,7 @@ name, so deploying again never duplicates them; they match the deployment by its
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 from tasks.errors import ConfigError
 from tasks.runs.champion import Decision
 from tasks.runs.hints import store_options
-from tasks.runs.paired import mcnemar_p
+from tasks.runs.history import ALERT_ALPHA, Reference
 
 if TYPE_CHECKING:
     from tasks.runs.run import Run
@@ -46,22 +47,10 @@ def newly_promoted(decisions: Sequence[Decision]) -> list[Decision]:
     return [d for d in decisions if d.promoted and (d.rule or d.champion_accuracy is None)]
 
 
-def worse_p(decision: Decision) -> float | None:
-    """McNemar's exact one-sided p for "the challenger is worse" (P(B >= b), b rows only the champion got right),
-    where the decision paired the two on the same rows; None otherwise."""
-    if decision.rule != "mcnemar" or decision.b is None or decision.c is None:
-        return None
-    return mcnemar_p(decision.c, decision.b, "greater")
-
-
-def regressions(decisions: Sequence[Decision], alpha: float) -> list[tuple[Decision, float]]:
-    """The kept champions this run's model is significantly worse than: (decision, one-sided p for worse < alpha)."""
-    found = []
-    for decision in decisions:
-        p = worse_p(decision)
-        if not decision.promoted and p is not None and p < alpha:
-            found.append((decision, p))
-    return found
+def regressions(references: Mapping[str, Reference]) -> list[tuple[str, Reference]]:
+    """The slots whose model tonight is worse than the slot's recent models beyond noise (tasks.runs.history: p below
+    its ALERT_ALPHA), never a comparison with a champion, which is lucky by selection."""
+    return [(slot, ref) for slot, ref in references.items() if ref.regressed]
 
 
 def _percent(value: float | None) -> str:
@@ -95,27 +84,27 @@ def promoted_message(run_id: str, promoted: Sequence[Decision], store: str, s3_e
     return subject, "\n".join(lines)
 
 
-def regression_message(run_id: str, worse: Sequence[tuple[Decision, float]], alpha: float, store: str,
+def regression_message(run_id: str, worse: Sequence[tuple[str, Reference]], store: str,
                        s3_endpoint: str | None = None, where: str = "") -> tuple[str, str]:
-    """(subject, body) of "regression": each slot whose champion is better beyond noise, with McNemar's figures."""
-    slots = ", ".join(d.slot for d, _ in worse)
-    subject = f"fmnist: run {run_id} is worse than its champions beyond noise ({slots})"
-    lines = [(f"Run {run_id}{where}: these models are worse than their champions on the same test rows "
-              f"(McNemar exact one-sided p < {alpha:g}); the champions are kept:")]
-    lines += [f"- {d.slot}: {_percent(d.candidate_accuracy)} against {_percent(d.champion_accuracy)}; b = {d.b:,} "
-              f"rows only the champion got right, c = {d.c:,} only this model; p (worse) = {p:.3g}"
-              for d, p in worse]
+    """(subject, body) of "regression": each slot whose model is worse than the slot's recent models beyond noise."""
+    slots = ", ".join(slot for slot, _ in worse)
+    subject = f"fmnist: run {run_id} is worse than its slots' recent models beyond noise ({slots})"
+    lines = [(f"Run {run_id}{where}: these models are worse than the last models of their slot on the same test rows "
+              f"(paired test on each row, one-sided p < {ALERT_ALPHA:g}); the champions are kept:")]
+    lines += [f"- {slot}: {100 * ref.delta:+.2f} points against the mean of runs {', '.join(ref.runs)}; "
+              f"p (worse) = {ref.p_worse:.3g}" for slot, ref in worse]
     lines += ["", f"The run: `{_inspect(run_id, store, s3_endpoint)}`",
               f"Champions: `fmnist champion{store_options(store, s3_endpoint)}`"]
     return subject, "\n".join(lines)
 
 
-def _figures(d: Decision, p_worse: float | None = None) -> dict[str, Any]:
-    figures = {"slot": d.slot, "accuracy": d.candidate_accuracy, "champion_accuracy": d.champion_accuracy,
-               "rule": d.rule or "first", "b": d.b, "c": d.c, "p": d.p_value}
-    if p_worse is not None:
-        figures["p_worse"] = p_worse
-    return figures
+def _figures(d: Decision) -> dict[str, Any]:
+    return {"slot": d.slot, "accuracy": d.candidate_accuracy, "champion_accuracy": d.champion_accuracy,
+            "rule": d.rule or "first", "b": d.b, "c": d.c, "p": d.p_value}
+
+
+def _regression_figures(slot: str, ref: Reference) -> dict[str, Any]:
+    return {"slot": slot, "delta": ref.delta, "recent_runs": list(ref.runs), "p_worse": ref.p_worse}
 
 
 def _emit(event: str, run: "Run", subject: str, body: str, slots: list[dict[str, Any]]) -> None:
@@ -133,10 +122,11 @@ def _emit(event: str, run: "Run", subject: str, body: str, slots: list[dict[str,
                         "subject": subject, "message": body, "slots": slots})
 
 
-def announce_decisions(run: "Run", decisions: Sequence[Decision], log=None) -> list[str]:
+def announce_decisions(run: "Run", decisions: Sequence[Decision], log=None,
+                       references: Mapping[str, Reference] | None = None) -> list[str]:
     """Emit "champion promoted" when the run took a slot, and "regression" when a full run of the report's protocol
-    is worse than a champion beyond noise. Never fails the run: a notice that could not be sent is logged.
-    Returns the events emitted."""
+    is worse than its slots' recent models beyond noise (`references`, tasks.runs.history). Never fails the run: a
+    notice that could not be sent is logged. Returns the events emitted."""
     config = run.config
     where = f" ({config.protocol()})"
     emitted = []
@@ -146,11 +136,10 @@ def announce_decisions(run: "Run", decisions: Sequence[Decision], log=None) -> l
             subject, body = promoted_message(run.run_id, promoted, run.store.uri, config.s3_endpoint, where)
             _emit(PROMOTED_EVENT, run, subject, body, [_figures(d) for d in promoted])
             emitted.append(PROMOTED_EVENT)
-        worse = regressions(decisions, config.promotion_alpha) if config.preset == "full" and config.comparable else []
+        worse = regressions(references or {}) if config.preset == "full" and config.comparable else []
         if worse:
-            subject, body = regression_message(run.run_id, worse, config.promotion_alpha, run.store.uri,
-                                               config.s3_endpoint, where)
-            _emit(REGRESSION_EVENT, run, subject, body, [_figures(d, p) for d, p in worse])
+            subject, body = regression_message(run.run_id, worse, run.store.uri, config.s3_endpoint, where)
+            _emit(REGRESSION_EVENT, run, subject, body, [_regression_figures(slot, ref) for slot, ref in worse])
             emitted.append(REGRESSION_EVENT)
     except Exception as exc:  # a notice is never worth a failed run
         if log:

@@ -36,6 +36,7 @@ from tasks.keys import RunPaths
 from tasks.runs.hints import store_options
 from tasks.runs.run import Run, claim_run, finished_by, resolve_recipes, stored_origin
 from tasks.runs.deadline import start_time_limit
+from tasks.runs.history import compare_with_recent
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
                                winners_of)
@@ -196,14 +197,20 @@ def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
     """Replace a champion only where this run's model is better on the same test rows by McNemar's test (the margin
     for a champion recorded without per-image outcomes); compare-and-swap on the pointer."""
     check_held(run.lease)  # taken over meanwhile: LeaseLost, and the pointer is left alone
+    config = run.config
     try:
-        decisions = promote(run.store, run.run_id, metrics, run.config.promotion_margin,
-                            alpha=run.config.promotion_alpha)
+        decisions = promote(run.store, run.run_id, metrics, config.promotion_margin, alpha=config.promotion_alpha,
+                            full_protocol=config.full_protocol)
     except ChampionFileError as exc:
         raise keep_unpromoted_summary(run, metrics, exc) from None  # Table 1 kept; the run stays resumable
     for decision in decisions:
-        get_run_logger().info(f"champion {decision.slot}: {'promoted' if decision.promoted else 'kept'} ({decision.reason})")
-    announce_decisions(run, decisions, get_run_logger().warning)  # the events `fmnist deploy --notify` automates on
+        get_run_logger().info(f"champion {decision.slot}: {decision.outcome} ({decision.reason})")
+    nightly = config.comparable and config.preset == "full" and not isinstance(config, SearchConfig)
+    references = compare_with_recent(run.store, run.run_id, metrics) if nightly else {}
+    for slot, ref in references.items():
+        get_run_logger().info(f"{slot}: {100 * ref.delta:+.2f} points against its last {len(ref.runs)} models "
+                              f"({', '.join(ref.runs)}); p (worse) = {ref.p_worse:.3g}")
+    announce_decisions(run, decisions, get_run_logger().warning, references)  # what `fmnist deploy --notify` automates on
     return decisions
 
 

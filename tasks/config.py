@@ -210,6 +210,12 @@ class PipelineConfig(BaseModel):
         return not self.overrides and self.recipe == "report" and all(
             getattr(self, name) == PipelineConfig.model_fields[name].default for name in COMPARABILITY_FIELDS)
 
+    @property
+    def full_protocol(self) -> bool:
+        """The full preset's protocol unchanged (any recipe): the only runs that take a champion slot."""
+        return self.preset == "full" and not self.overrides and all(
+            getattr(self, name) == PipelineConfig.model_fields[name].default for name in COMPARABILITY_FIELDS)
+
     def protocol(self) -> str:
         """The resolved protocol in words, for logs and summaries: never a preset name that did not apply."""
         changed = ", ".join(f"{name}={value}" for name, value in self.overrides.items())

@@ -5,6 +5,7 @@
     runs/<run_id>/{search/<arch>/, search/<arch>.{rows,warm-start}.json, search/leaderboard.*, retrain/,
                    <arch>/seed-<n>/}                                           a search's own
     models/champion.json                                                       the champion pointer
+    models/recent.json                                                         each slot's last 3 models (alerts)
     recipes/<preset>/<arch>.json                                               the best searched recipes
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 DATASET_PREFIX = "datasets/fashion-mnist"
 RUNS_PREFIX = "runs"
 CHAMPION_KEY = "models/champion.json"
+RECENT_KEY = "models/recent.json"
 RECIPES_PREFIX = "recipes"
 
 

@@ -76,12 +76,13 @@ def _champion(store, architecture: str | None) -> ModelRef:
 
 
 def _slot_for(slots: dict[str, dict], choice: str) -> str | None:
-    """'cnn2/searched' names a slot; 'cnn2' the architecture's champion of either recipe family: the one with more
-    test rows right (both were tested on the full test set), the report's recipe on a tie."""
+    """'cnn2/searched' names a slot; 'cnn2' the architecture's champion of either recipe family: the one with the
+    better validation accuracy (each champion's test accuracy is the lucky best of many looks at the test rows, so
+    it does not choose), the report's recipe on a tie or where an entry predates recording it."""
     if "/" in choice:
         return choice if choice in slots else None
     mine = [slot for slot, entry in slots.items() if entry["architecture"] == choice]
-    return max(mine, key=lambda slot: (slots[slot]["test_accuracy"], slots[slot].get("family") == "report"),
+    return max(mine, key=lambda slot: (slots[slot].get("val_accuracy") or 0.0, slots[slot].get("family") == "report"),
                default=None)
 
 

@@ -41,8 +41,8 @@ from tasks.records import quoted, read_record
 from tasks.keys import RunPaths
 from tasks.data.store import Store
 from tasks.keys import CHAMPION_KEY
-from tasks.runs.paired import (DEFAULT_ALPHA, OUTCOMES_FIELD, Outcomes, OutcomesError, Paired, outcomes_match_accuracy,
-                               paired, read_outcomes)
+from tasks.runs.paired import (DEFAULT_ALPHA, OUTCOMES_FIELD, Outcomes, OutcomesError, Paired, gate_promotes,
+                               outcomes_match_accuracy, paired, read_outcomes)
 
 FULL_TEST_ROWS = 10_000
 OVERALL = "overall"
@@ -61,6 +61,16 @@ class Decision:
     b: int | None = None  # test rows only the champion got right (McNemar)
     c: int | None = None  # test rows only the challenger got right
     p_value: float | None = None  # one-sided exact McNemar: P(C >= c) if the two were equally accurate
+
+    competing: bool = True  # False: the run's protocol or test rows keep it out of every slot
+
+    @property
+    def outcome(self) -> str:
+        """In a log line: 'promoted', 'kept' (the champion stays), or 'not competing' (never "kept" for a slot the
+        run could not take, which may be empty)."""
+        if self.promoted:
+            return "promoted"
+        return "kept" if self.competing else "not competing"
 
 
 def family_of(metrics: dict) -> str:
@@ -89,6 +99,7 @@ def _entry(run_id: str, metrics: dict, decision: Decision, champion: dict | None
         "recipe_name": metrics.get("recipe_name", REPORT),
         "recipe": metrics.get("recipe"),
         "test_accuracy": metrics["test_accuracy"],
+        "val_accuracy": metrics.get("final_val_accuracy"),  # what `predict champion:ARCH` chooses a family by
         "model_key": RunPaths(run_id).model(metrics["architecture"]),
         "model_sha256": metrics.get("model_sha256"),
         "dataset_version": metrics.get("dataset_version"),
@@ -155,19 +166,24 @@ def _by_mcnemar(slot: str, versus: str, pair: Paired, accuracy: float, held: flo
     p = pair.p_value("greater")
     figures = (f"b = {pair.b:,} rows only the champion got right, c = {pair.c:,} only this model; McNemar exact "
                f"one-sided p = {p:.3g}")
-    if p < alpha:
+    if gate_promotes(pair.b, pair.c, alpha):  # p < alpha, decided as benchmarks/nights.py replays it
         return Decision(slot, True, f"{versus}: better on the same test rows ({figures} < {alpha:g})", accuracy,
                         held, "mcnemar", pair.b, pair.c, p)
     return Decision(slot, False, f"{versus}: not shown better on the same test rows ({figures}, needs p < "
                                  f"{alpha:g})", accuracy, held, "mcnemar", pair.b, pair.c, p)
 
 
-def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin: float, alpha: float) -> Decision:
+def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin: float, alpha: float,
+           full_protocol: bool = True) -> Decision:
     accuracy = metrics["test_accuracy"]
     held = champion["test_accuracy"] if champion else None
+    if not full_protocol:
+        return Decision(slot, False, "not the full protocol (a quick or custom run, or one with other rows, epochs, "
+                                     "batch size, patience or seed): only full-protocol runs compete", accuracy, held,
+                        competing=False)
     if not competes(metrics):
         return Decision(slot, False, f"evaluated on {metrics['rows']['test']:,} of {FULL_TEST_ROWS:,} test rows: "
-                                     "only full-test-set runs compete", accuracy, held)
+                                     "only full-test-set runs compete", accuracy, held, competing=False)
     if champion is None:
         return Decision(slot, True, "no champion yet", accuracy, None)
     if _holds(champion, run_id, metrics):
@@ -180,20 +196,28 @@ def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin:
     return _by_mcnemar(slot, versus, pair, accuracy, held, alpha)
 
 
+def overall_candidate(metrics_by_arch: dict[str, dict]) -> dict:
+    """The run's candidate for `overall`: its model with the best final-epoch VALIDATION accuracy (the epoch it was
+    tested at). Chosen on test accuracy, the best of five would then be tested on the rows that chose it: with five
+    equal models, 15 % false promotions at a nominal 5 % (issue 27)."""
+    return max(metrics_by_arch.values(), key=lambda m: m.get("final_val_accuracy", 0.0))
+
+
 def decide(pointer: dict, run_id: str, metrics_by_arch: dict[str, dict], margin: float,
-           alpha: float = DEFAULT_ALPHA) -> tuple[dict, list[Decision]]:
+           alpha: float = DEFAULT_ALPHA, full_protocol: bool = True) -> tuple[dict, list[Decision]]:
     """The new pointer and one decision per architecture (in its recipe family's slot) and overall (pure: no I/O).
-    The pointer itself comes back, unchanged, when nothing new was promoted (slots this run holds stay as they are)."""
+    The pointer itself comes back, unchanged, when nothing new was promoted (slots this run holds stay as they are).
+    `full_protocol`: the run trained the full preset's protocol unchanged; no other run takes any slot."""
     champions = dict(pointer.get("architectures", {}))
     decisions = []
     for metrics in metrics_by_arch.values():
         slot = slot_of(metrics["architecture"], family_of(metrics))
-        decision = _judge(slot, run_id, metrics, champions.get(slot), margin, alpha)
+        decision = _judge(slot, run_id, metrics, champions.get(slot), margin, alpha, full_protocol)
         decisions.append(decision)
         if decision.promoted and not _holds(champions.get(slot), run_id, metrics):
             champions[slot] = _entry(run_id, metrics, decision, champions.get(slot), alpha)
-    best = max(metrics_by_arch.values(), key=lambda m: m["test_accuracy"])
-    overall = _judge(OVERALL, run_id, best, pointer.get(OVERALL), margin, alpha)
+    best = overall_candidate(metrics_by_arch)
+    overall = _judge(OVERALL, run_id, best, pointer.get(OVERALL), margin, alpha, full_protocol)
     decisions.append(overall)
     new_overall = pointer.get(OVERALL)
     if overall.promoted and not _holds(new_overall, run_id, best):
@@ -287,12 +311,12 @@ def competes(metrics: dict) -> bool:
 
 
 def promote(store: Store, run_id: str, metrics_by_arch: dict[str, dict], margin: float,
-            attempts: int = 10, alpha: float = DEFAULT_ALPHA) -> list[Decision]:
+            attempts: int = 10, alpha: float = DEFAULT_ALPHA, full_protocol: bool = True) -> list[Decision]:
     """Compare with the current champions and swap the pointer in if anything was promoted."""
-    if not any(competes(m) for m in metrics_by_arch.values()):
+    if not full_protocol or not any(competes(m) for m in metrics_by_arch.values()):
         # Every decision is a refusal whatever the pointer says: not reading it keeps a damaged one from failing
         # quick runs (their decisions show no champion accuracy).
-        return decide({}, run_id, metrics_by_arch, margin, alpha)[1]
+        return decide({}, run_id, metrics_by_arch, margin, alpha, full_protocol)[1]
     for _ in range(attempts):
         data, token = store.read_versioned(CHAMPION_KEY)
         current = parse_pointer(store, data)

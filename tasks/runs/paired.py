@@ -23,6 +23,8 @@ import binascii
 import hashlib
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -141,6 +143,43 @@ def mcnemar_p(b: int, c: int, alternative: Alternative = "two-sided") -> float:
     if alternative != "two-sided":
         raise ValueError(f"alternative {alternative!r}: expected 'two-sided' or 'greater'")
     return min(1.0, 2 * binomial_upper_tail(max(b, c), n))
+
+
+@lru_cache(maxsize=None)
+def promotion_threshold(discordant: int, alpha: float) -> int:
+    """The fewest rows c (of b + c = `discordant`) the challenger alone must get right for McNemar's exact one-sided
+    p = P(C >= c) to fall below alpha; discordant + 1 when no c does. The tail falls as c grows: a bisection."""
+    low, high = 0, discordant + 1  # P(C >= high) = 0 < alpha; find the least c with P(C >= c) < alpha
+    while low < high:
+        middle = (low + high) // 2
+        if binomial_upper_tail(middle, discordant) < alpha:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def gate_promotes(b: Any, c: Any, alpha: float) -> Any:
+    """The champion gate on discordant counts (ints, or numpy arrays of them: the simulated nights of
+    benchmarks/nights.py decide through this same function): McNemar's exact one-sided p < alpha."""
+    if np.ndim(b) == 0:
+        return bool(c >= promotion_threshold(int(b) + int(c), alpha))
+    thresholds = np.vectorize(lambda n: promotion_threshold(int(n), alpha), otypes=[np.int64])(np.add(b, c))
+    return np.asarray(c) >= thresholds
+
+
+def worse_than_pool_p(correct: np.ndarray, pool: np.ndarray) -> Any:
+    """One-sided p for "this model is worse than the models of `pool`" on the same rows: the per-row difference
+    between its outcome (0/1) and the pool's mean outcome, its mean over the rows against its standard error (a
+    normal tail: 10,000 rows of bounded differences). `correct`: (..., rows) bool; `pool`: (K, ..., rows) bool, the
+    K recent models, none selected on these rows. The same rows' noise is shared, so the difference's standard error
+    is the paired one, about half the independent one; a pool of K models shrinks its own share by 1/K."""
+    difference = np.asarray(correct, dtype=np.float64) - np.asarray(pool, dtype=np.float64).mean(axis=0)
+    rows = difference.shape[-1]
+    mean = difference.mean(axis=-1)
+    error = np.maximum(difference.std(axis=-1, ddof=1), 1e-12) / math.sqrt(rows)
+    p = np.vectorize(NormalDist().cdf, otypes=[np.float64])(mean / error)
+    return float(p) if np.ndim(p) == 0 else p
 
 
 def paired_standard_error(b: int, c: int, rows: int) -> float:

@@ -322,3 +322,86 @@ def test_champion_table_shows_family_accuracy_as_tested_and_the_figures(store):
     assert ("| Slot | Promoted | b (test rows only the champion got right) | c (only this run) | p (McNemar, one-sided) "
             "| Reason |") in markdown
     assert "| overall | no | 0 | 0 | 1 | " in markdown  # the same model's mask: no row differs
+
+
+# --- issue 27: slots keyed by protocol, `overall` chosen on validation, the recent models as the alert's reference --
+
+def _masked(arch: str, correct: np.ndarray, val: float = 0.9, family: str = "report") -> dict:
+    record = outcomes_record(correct, "rows-digest")
+    return {**metrics(arch, float(correct.mean())), "test_outcomes": record, "final_val_accuracy": val,
+            "recipe_name": family}
+
+
+def test_a_quick_or_custom_run_on_all_10000_test_rows_takes_no_slot(store):
+    """Issue 27 §5: a quick model tested on every test row once became mlp1/report and overall champion."""
+    decisions = promote(store, "quick-on-all-rows", {"mlp1": metrics("mlp1", 0.99)}, margin=0.0, full_protocol=False)
+    assert not any(d.promoted for d in decisions) and "not the full protocol" in decisions[0].reason
+    assert [d.outcome for d in decisions] == ["not competing", "not competing"]  # never "kept" for an empty slot
+    assert not store.exists(CHAMPION_KEY)
+    promote(store, "nightly", {"mlp1": metrics("mlp1", 0.88)}, margin=0.0)
+    again = promote(store, "custom", {"mlp1": metrics("mlp1", 0.99)}, margin=0.0, full_protocol=False)
+    assert [d.outcome for d in again] == ["not competing", "not competing"]
+    assert read_champions(store)["overall"]["run_id"] == "nightly"
+
+
+def test_the_overall_candidate_is_the_best_on_validation_not_on_test():
+    """Issue 27 §4: chosen on the test rows, the best of five would be tested on the rows that chose it."""
+    from tasks.runs.champion import overall_candidate
+
+    lucky_on_test = {**metrics("mlp1", 0.93), "final_val_accuracy": 0.89}
+    best_on_validation = {**metrics("cnn2", 0.92), "final_val_accuracy": 0.91}
+    assert overall_candidate({"mlp1": lucky_on_test, "cnn2": best_on_validation}) is best_on_validation
+    pointer, _ = decide({}, "r", {"mlp1": lucky_on_test, "cnn2": best_on_validation}, margin=0.002)
+    assert pointer["overall"]["architecture"] == "cnn2" and pointer["overall"]["val_accuracy"] == 0.91
+
+
+def test_a_night_is_compared_with_its_slots_last_three_models_and_a_point_lower_is_a_regression(store):
+    """Issue 27 §3: the reference is the slot's recent models (none chosen on the test rows), never the champion;
+    this run's own entry is never its own reference; the oldest drops out after three."""
+    from tasks.runs.history import RECENT_MODELS, compare_with_recent, read_recent
+
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.4, 0.06, 10_000)  # rows from easy to hard, about 87 % right
+    for night in range(4):
+        assert compare_with_recent(store, f"night-{night}", {"mlp1": _masked("mlp1", rng.random(10_000) < p)}) \
+            .get("mlp1/report", None) is None or night > 0
+    recent, _ = read_recent(store)
+    assert [e["run_id"] for e in recent["mlp1/report"]] == ["night-1", "night-2", "night-3"] and RECENT_MODELS == 3
+    steady = compare_with_recent(store, "night-4", {"mlp1": _masked("mlp1", rng.random(10_000) < p)})["mlp1/report"]
+    assert steady.runs == ("night-1", "night-2", "night-3") and not steady.regressed
+    dropped = np.where(rng.random(10_000) < p, rng.random(10_000) > 0.02, False)  # ~1.7 points fewer rows right
+    worse = compare_with_recent(store, "night-5", {"mlp1": _masked("mlp1", dropped)})["mlp1/report"]
+    assert worse.regressed and worse.delta < -0.01 and worse.runs == ("night-2", "night-3", "night-4")
+    retried = compare_with_recent(store, "night-5", {"mlp1": _masked("mlp1", dropped)})["mlp1/report"]
+    assert "night-5" not in retried.runs  # a retried step: its own entry is not its reference
+    searched = compare_with_recent(store, "search-1", {"mlp1": _masked("mlp1", dropped, family="search")})
+    assert searched == {}  # a search is never a regression
+
+
+def test_a_recent_models_write_whose_answer_is_lost_is_read_back_and_counted_as_landed(store):
+    """The write lands, then the store answers False (a lost answer, boto3's resend getting 412): read back, the
+    run's entries are there, so it landed; nothing is written twice and nothing fails."""
+    from tasks.runs.history import read_recent, record_recent
+
+    original = store.put_if_version
+    calls = []
+
+    def lands_then_says_no(key, data, token):
+        calls.append(key)
+        original(key, data, token)
+        return False
+
+    store.put_if_version = lands_then_says_no
+    correct = np.random.default_rng(1).random(10_000) < 0.9
+    assert record_recent(store, "night-1", {"mlp1/report": _masked("mlp1", correct)})
+    assert len(calls) == 1 and [e["run_id"] for e in read_recent(store)[0]["mlp1/report"]] == ["night-1"]
+
+
+def test_an_unreadable_recent_file_is_started_again_never_a_failed_run(store):
+    from tasks.keys import RECENT_KEY
+    from tasks.runs.history import compare_with_recent, read_recent
+
+    store.put_bytes(RECENT_KEY, b"{not json")
+    correct = np.random.default_rng(2).random(10_000) < 0.9
+    assert compare_with_recent(store, "night-1", {"mlp1": _masked("mlp1", correct)}) == {}
+    assert [e["run_id"] for e in read_recent(store)[0]["mlp1/report"]] == ["night-1"]
