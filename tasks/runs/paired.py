@@ -170,15 +170,24 @@ def gate_promotes(b: Any, c: Any, alpha: float) -> Any:
 
 def worse_than_pool_p(correct: np.ndarray, pool: np.ndarray) -> Any:
     """One-sided p for "this model is worse than the models of `pool`" on the same rows: the per-row difference
-    between its outcome (0/1) and the pool's mean outcome, its mean over the rows against its standard error (a
-    normal tail: 10,000 rows of bounded differences). `correct`: (..., rows) bool; `pool`: (K, ..., rows) bool, the
-    K recent models, none selected on these rows. The same rows' noise is shared, so the difference's standard error
-    is the paired one, about half the independent one; a pool of K models shrinks its own share by 1/K."""
-    difference = np.asarray(correct, dtype=np.float64) - np.asarray(pool, dtype=np.float64).mean(axis=0)
-    rows = difference.shape[-1]
-    mean = difference.mean(axis=-1)
-    error = np.maximum(difference.std(axis=-1, ddof=1), 1e-12) / math.sqrt(rows)
-    p = np.vectorize(NormalDist().cdf, otypes=[np.float64])(mean / error)
+    d = x - S/K between its outcome x (0/1) and the pool's mean outcome (S of K right), its mean over the rows
+    against its standard error (a normal tail: 10,000 rows of bounded differences). `correct`: (..., rows) bool;
+    `pool`: (K, ..., rows) bool, the K recent models, none selected on these rows. The same rows' noise is shared,
+    so the standard error is the paired one, about half the independent one; a pool of K shrinks its own share by
+    1/K. Sums of small integers (x, S, xS, S²), so a year of simulated nights replays in seconds."""
+    x = np.asarray(correct, dtype=bool)
+    pool = np.asarray(pool, dtype=bool)
+    k, rows = pool.shape[0], x.shape[-1]
+    s = pool.sum(axis=0, dtype=np.uint8)
+    sum_x = x.sum(axis=-1, dtype=np.int64)
+    sum_s = s.sum(axis=-1, dtype=np.int64)
+    sum_xs = np.where(x, s, 0).sum(axis=-1, dtype=np.int64)
+    sum_ss = (s * s).sum(axis=-1, dtype=np.int64)  # S <= K: small enough for uint8 when K <= 15
+    total = sum_x - sum_s / k  # the sum of d
+    squares = sum_x - 2 * sum_xs / k + sum_ss / k**2  # the sum of d², x² = x
+    variance = np.maximum((squares - total**2 / rows) / (rows - 1), 1e-24)
+    z = (total / rows) / np.sqrt(variance / rows)
+    p = np.vectorize(NormalDist().cdf, otypes=[np.float64])(z)
     return float(p) if np.ndim(p) == 0 else p
 
 
