@@ -16,9 +16,10 @@ models cannot be trained 73,000 times, so nights are drawn from a row model fitt
 - Better or worse: p shifted on the logit scale until the mean moves by the given points.
 
 Each night goes through the project's own decisions, vectorised over the replays: the champion gate
-(`tasks.runs.paired.gate_promotes`, what `tasks.runs.champion.decide` promotes by, at --promotion-alpha's default)
-and the alert (`tasks.runs.paired.worse_than_pool_p` against the slot's last `RECENT_MODELS` models, below
-`ALERT_ALPHA`, what `tasks.runs.history` alerts by).
+(`tasks.runs.paired.gate_promotes`, what `tasks.runs.champion.decide` promotes by, at --promotion-alpha's default),
+the window (`pools_z` of the slot's last WINDOW_NEWER models against the WINDOW_OLDER before them, below
+WINDOW_ALPHA, with the champion not shown better: the same gate the other way round) and the alert
+(`worse_than_pool_p` against the slot's last ALERT_MODELS models, below ALERT_ALPHA): tasks.runs.history's levels.
 
     .venv/bin/python benchmarks/nights.py [--replays 200] [--nights 365] [--output nights.md]
 
@@ -37,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tasks.runs.history import ALERT_ALPHA, RECENT_MODELS  # noqa: E402
-from tasks.runs.paired import DEFAULT_ALPHA, gate_promotes, worse_than_pool_p  # noqa: E402
+from tasks.runs.history import (ALERT_ALPHA, ALERT_MODELS, KEPT, WINDOW_ALPHA, WINDOW_NEWER,  # noqa: E402
+                                WINDOW_OLDER)
+from tasks.runs.paired import DEFAULT_ALPHA, gate_promotes, normal_tail, pools_z, worse_than_pool_p  # noqa: E402
 
 ROWS_FILE = Path(__file__).resolve().parent / "results" / "nights_rows.npz"
 GRID = np.linspace(0.0, 1.0, 41)
@@ -106,8 +108,10 @@ class Year:
 def replay(model: RowModel, replays: int, nights: int, rng: np.random.Generator, *, change_at: int | None = None,
            points: float = 0.0, seed_spread: bool = False, alpha: float = DEFAULT_ALPHA) -> Year:
     """`replays` independent series of `nights` nights of one slot. The champion at the start is an unselected
-    model (a first champion), the recent models are three unselected nights before the first. From night
-    `change_at` on, the nightly models are `points` better (or worse, negative)."""
+    model (a first champion); the slot's recent models are KEPT unselected nights before the first. Each night
+    promotes as tasks.runs.champion does (McNemar against the champion, or the window of the recent models when
+    the champion is not shown better) and alerts as tasks.runs.history does. From night `change_at` on, the
+    nightly models are `points` better (or worse, negative)."""
     before, after = model.p, shifted(model.p, points) if points else model.p
     spread = model.seed_sd / max(float(np.mean(model.p * (1 - model.p))), 1e-9) if seed_spread else 0.0
 
@@ -119,22 +123,26 @@ def replay(model: RowModel, replays: int, nights: int, rng: np.random.Generator,
         return rng.random((replays, p.size), dtype=np.float32) < chance, true
 
     champion, champion_true = night(before)
-    recent = [night(before)[0] for _ in range(RECENT_MODELS)]
+    recent = [night(before)[0] for _ in range(KEPT)]  # the slot's models of the nights before the first
+    champion_night = np.full(replays, -KEPT - 1)  # the first champion: older than those
     year = Year(np.zeros(replays, int), np.zeros(replays, int), np.full(replays, -1), np.full(replays, -1),
                 np.zeros(replays))
     for t in range(nights):
         changed = change_at is not None and t >= change_at
         tonight, true = night(after if changed else before)
         b, c = (champion & ~tonight).sum(axis=1), (tonight & ~champion).sum(axis=1)
-        promoted = gate_promotes(b, c, alpha)
-        alerted = worse_than_pool_p(tonight, np.stack(recent)) < ALERT_ALPHA
+        newer, older = np.stack(recent[-(WINDOW_NEWER - 1):] + [tonight]), np.stack(recent[:-(WINDOW_NEWER - 1)])
+        by_window = ((normal_tail(pools_z(newer, older)) < WINDOW_ALPHA) & ~gate_promotes(c, b, alpha)
+                     & (champion_night < t - KEPT))  # a champion from within the window: no window promotion
+        promoted = gate_promotes(b, c, alpha) | by_window
+        alerted = worse_than_pool_p(tonight, np.stack(recent[-ALERT_MODELS:])) < ALERT_ALPHA
         year.promotions += promoted & (true <= champion_true)
         year.alerts += alerted
         if changed:
             since = t - change_at
             year.first_promotion[(year.first_promotion < 0) & promoted] = since
             year.first_alert[(year.first_alert < 0) & alerted] = since
-        champion[promoted], champion_true[promoted] = tonight[promoted], true[promoted]
+        champion[promoted], champion_true[promoted], champion_night[promoted] = tonight[promoted], true[promoted], t
         recent = recent[1:] + [tonight]
     year.bias = champion.mean(axis=1) - champion_true
     return year
@@ -176,7 +184,8 @@ def markdown(results: list[Figures], replays: int, nights: int, machine: str) ->
     lines = [f"# A year of nights, simulated", "", f"Machine: {machine}",
              f"`benchmarks/nights.py --replays {replays} --nights {nights}`: {replays} replays of {nights} nights per "
              f"slot, rows from `results/nights_rows.npz` (20 real seeds each), decisions by the project's gate "
-             f"(McNemar exact one-sided, alpha {DEFAULT_ALPHA}) and alert (last {RECENT_MODELS} models, p < "
+             f"(McNemar exact one-sided, alpha {DEFAULT_ALPHA}; or the last {WINDOW_NEWER} models against the "
+             f"{WINDOW_OLDER} before them, p < {WINDOW_ALPHA}) and alert (last {ALERT_MODELS} models, p < "
              f"{ALERT_ALPHA}).", "",
              "| architecture | false promotions / slot / year | false alerts / slot / year | champion's recorded − true "
              "accuracy after a year (points) | +0.5 points promoted within 7 nights (first champion) | +0.5 points "

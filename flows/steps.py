@@ -29,14 +29,14 @@ from tasks.data.shards import PrepareResult, publish_dataset
 from tasks.data.store import Store, open_store
 from tasks.errors import ChampionFileError, DatasetError, PipelineError, StoreError
 from tasks.model.recipes import KEPT_WORDS
-from tasks.runs.champion import Decision, decisions_json, decisions_markdown, promote
+from tasks.runs.champion import OVERALL, Decision, decisions_json, decisions_markdown, nightly_models, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.lease import check_held
 from tasks.keys import RunPaths
 from tasks.runs.hints import store_options
 from tasks.runs.run import Run, claim_run, finished_by, resolve_recipes, stored_origin
 from tasks.runs.deadline import start_time_limit
-from tasks.runs.history import compare_with_recent
+from tasks.runs.history import compare_and_record
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
                                winners_of)
@@ -206,7 +206,8 @@ def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
     for decision in decisions:
         get_run_logger().info(f"champion {decision.slot}: {decision.outcome} ({decision.reason})")
     nightly = config.comparable and config.preset == "full" and not isinstance(config, SearchConfig)
-    references = compare_with_recent(run.store, run.run_id, metrics) if nightly else {}
+    models = nightly_models(metrics) if nightly else {}
+    references = compare_and_record(run.store, run.run_id, models, alerting=set(models) - {OVERALL})
     for slot, ref in references.items():
         get_run_logger().info(f"{slot}: {100 * ref.delta:+.2f} points against its last {len(ref.runs)} models "
                               f"({', '.join(ref.runs)}); p (worse) = {ref.p_worse:.3g}")

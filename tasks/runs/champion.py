@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -41,6 +41,7 @@ from tasks.records import quoted, read_record
 from tasks.keys import RunPaths
 from tasks.data.store import Store
 from tasks.keys import CHAMPION_KEY
+from tasks.runs.history import WINDOW_ALPHA, Window, read_recent, window
 from tasks.runs.paired import (DEFAULT_ALPHA, OUTCOMES_FIELD, Outcomes, OutcomesError, Paired, gate_promotes,
                                outcomes_match_accuracy, paired, read_outcomes)
 
@@ -63,6 +64,7 @@ class Decision:
     p_value: float | None = None  # one-sided exact McNemar: P(C >= c) if the two were equally accurate
 
     competing: bool = True  # False: the run's protocol or test rows keep it out of every slot
+    window: Window | None = None  # the slot's recent models, where they promoted it (rule 'window')
 
     @property
     def outcome(self) -> str:
@@ -86,9 +88,10 @@ def slot_of(architecture: str, family: str) -> str:
 def _promotion(decision: Decision, champion: dict | None, alpha: float) -> dict:
     """The figures an entry was promoted on, kept beside its accuracy (which, as the best of the models tested so
     far, is biased up: `fmnist champion` says "as tested when promoted")."""
-    return {"rule": decision.rule or "first", "over_run": champion["run_id"] if champion else None,
-            "b": decision.b, "c": decision.c, "p_value": decision.p_value,
-            "alpha": alpha if decision.rule == "mcnemar" else None}
+    figures = {"rule": decision.rule or "first", "over_run": champion["run_id"] if champion else None,
+               "b": decision.b, "c": decision.c, "p_value": decision.p_value,
+               "alpha": alpha if decision.rule in ("mcnemar", "window") else None}
+    return {**figures, "window": asdict(decision.window)} if decision.window else figures
 
 
 def _entry(run_id: str, metrics: dict, decision: Decision, champion: dict | None, alpha: float) -> dict:
@@ -173,8 +176,23 @@ def _by_mcnemar(slot: str, versus: str, pair: Paired, accuracy: float, held: flo
                                  f"{alpha:g})", accuracy, held, "mcnemar", pair.b, pair.c, p)
 
 
+def _by_window(decision: Decision, pair: Paired, found: Window | None, alpha: float, champion_run: str) -> Decision:
+    """Not shown better than the champion, whose recorded accuracy is lucky by selection; promoted all the same
+    when the slot's newest models are better than the ones before them (tasks.runs.history: nobody chose those on
+    the test rows), the champion is not shown better than this model (the same gate, the other way round) and the
+    champion is older than the window (else the window would promote each of the newer models in turn)."""
+    if found is None or not found.better or gate_promotes(pair.c, pair.b, alpha):
+        return decision
+    if champion_run in found.newer + found.older:  # promoted within the window: it already is its newer models
+        return decision
+    reason = (f"{decision.reason}; but the slot's last {len(found.newer)} models ({', '.join(found.newer)}) are "
+              f"ahead of the {len(found.older)} before them by {100 * found.delta:+.2f} points (paired, one-sided "
+              f"p = {found.p_better:.2g} < {WINDOW_ALPHA:g}) and the champion is not shown better than this model")
+    return replace(decision, promoted=True, reason=reason, rule="window", window=found)
+
+
 def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin: float, alpha: float,
-           full_protocol: bool = True) -> Decision:
+           full_protocol: bool = True, recent: list[dict] | None = None) -> Decision:
     accuracy = metrics["test_accuracy"]
     held = champion["test_accuracy"] if champion else None
     if not full_protocol:
@@ -193,7 +211,10 @@ def _judge(slot: str, run_id: str, metrics: dict, champion: dict | None, margin:
     pair, why = _pairing(champion, metrics)
     if pair is None:
         return _by_margin(slot, versus, why, accuracy, held, margin)
-    return _by_mcnemar(slot, versus, pair, accuracy, held, alpha)
+    decision = _by_mcnemar(slot, versus, pair, accuracy, held, alpha)
+    if decision.promoted or recent is None or family_of(metrics) != REPORT:
+        return decision
+    return _by_window(decision, pair, window(recent, run_id, metrics), alpha, champion["run_id"])
 
 
 def overall_candidate(metrics_by_arch: dict[str, dict]) -> dict:
@@ -203,21 +224,31 @@ def overall_candidate(metrics_by_arch: dict[str, dict]) -> dict:
     return max(metrics_by_arch.values(), key=lambda m: m.get("final_val_accuracy", 0.0))
 
 
+def nightly_models(metrics_by_arch: dict[str, dict]) -> dict[str, dict]:
+    """A full run's report-recipe models by slot, and its overall candidate: what tasks.runs.history keeps."""
+    models = {slot_of(m["architecture"], REPORT): m for m in metrics_by_arch.values()
+              if competes(m) and family_of(m) == REPORT}
+    return {**models, OVERALL: overall_candidate(models)} if models else {}
+
+
 def decide(pointer: dict, run_id: str, metrics_by_arch: dict[str, dict], margin: float,
-           alpha: float = DEFAULT_ALPHA, full_protocol: bool = True) -> tuple[dict, list[Decision]]:
+           alpha: float = DEFAULT_ALPHA, full_protocol: bool = True,
+           recent: dict[str, list[dict]] | None = None) -> tuple[dict, list[Decision]]:
     """The new pointer and one decision per architecture (in its recipe family's slot) and overall (pure: no I/O).
     The pointer itself comes back, unchanged, when nothing new was promoted (slots this run holds stay as they are).
-    `full_protocol`: the run trained the full preset's protocol unchanged; no other run takes any slot."""
+    `full_protocol`: the run trained the full preset's protocol unchanged; no other run takes any slot.
+    `recent`: the slots' recent models (tasks.runs.history), for the window rule."""
     champions = dict(pointer.get("architectures", {}))
+    recent = recent or {}
     decisions = []
     for metrics in metrics_by_arch.values():
         slot = slot_of(metrics["architecture"], family_of(metrics))
-        decision = _judge(slot, run_id, metrics, champions.get(slot), margin, alpha, full_protocol)
+        decision = _judge(slot, run_id, metrics, champions.get(slot), margin, alpha, full_protocol, recent.get(slot))
         decisions.append(decision)
         if decision.promoted and not _holds(champions.get(slot), run_id, metrics):
             champions[slot] = _entry(run_id, metrics, decision, champions.get(slot), alpha)
     best = overall_candidate(metrics_by_arch)
-    overall = _judge(OVERALL, run_id, best, pointer.get(OVERALL), margin, alpha, full_protocol)
+    overall = _judge(OVERALL, run_id, best, pointer.get(OVERALL), margin, alpha, full_protocol, recent.get(OVERALL))
     decisions.append(overall)
     new_overall = pointer.get(OVERALL)
     if overall.promoted and not _holds(new_overall, run_id, best):
@@ -317,10 +348,11 @@ def promote(store: Store, run_id: str, metrics_by_arch: dict[str, dict], margin:
         # Every decision is a refusal whatever the pointer says: not reading it keeps a damaged one from failing
         # quick runs (their decisions show no champion accuracy).
         return decide({}, run_id, metrics_by_arch, margin, alpha, full_protocol)[1]
+    recent = read_recent(store)[0]
     for _ in range(attempts):
         data, token = store.read_versioned(CHAMPION_KEY)
         current = parse_pointer(store, data)
-        pointer, decisions = decide(current, run_id, metrics_by_arch, margin, alpha)
+        pointer, decisions = decide(current, run_id, metrics_by_arch, margin, alpha, recent=recent)
         if pointer is current:
             return decisions  # nothing new: refused everywhere, or this run already holds what it won
         if store.put_if_version(CHAMPION_KEY, json.dumps(pointer, indent=2).encode(), token):
@@ -360,6 +392,10 @@ def promoted_on(entry: dict) -> str:
     if promotion.get("rule") == "mcnemar":
         return (f"McNemar{over}: b = {promotion['b']:,}, c = {promotion['c']:,}, one-sided p = "
                 f"{promotion['p_value']:.3g} < {promotion['alpha']:g}")
+    if promotion.get("rule") == "window" and promotion.get("window"):
+        found = promotion["window"]
+        return (f"the slot's last {len(found['newer'])} models {100 * found['delta']:+.2f} points over the "
+                f"{len(found['older'])} before them (p = {found['p_better']:.2g}){over}, not shown worse than it")
     if promotion.get("rule") == "margin":
         return f"margin rule{over} (no per-image outcomes to pair)"
     return "first in its slot" if promotion.get("rule") == "first" else "not recorded"

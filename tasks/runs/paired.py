@@ -168,27 +168,34 @@ def gate_promotes(b: Any, c: Any, alpha: float) -> Any:
     return np.asarray(c) >= thresholds
 
 
-def worse_than_pool_p(correct: np.ndarray, pool: np.ndarray) -> Any:
-    """One-sided p for "this model is worse than the models of `pool`" on the same rows: the per-row difference
-    d = x - S/K between its outcome x (0/1) and the pool's mean outcome (S of K right), its mean over the rows
-    against its standard error (a normal tail: 10,000 rows of bounded differences). `correct`: (..., rows) bool;
-    `pool`: (K, ..., rows) bool, the K recent models, none selected on these rows. The same rows' noise is shared,
-    so the standard error is the paired one, about half the independent one; a pool of K shrinks its own share by
-    1/K. Sums of small integers (x, S, xS, S²), so a year of simulated nights replays in seconds."""
-    x = np.asarray(correct, dtype=bool)
-    pool = np.asarray(pool, dtype=bool)
-    k, rows = pool.shape[0], x.shape[-1]
-    s = pool.sum(axis=0, dtype=np.uint8)
-    sum_x = x.sum(axis=-1, dtype=np.int64)
-    sum_s = s.sum(axis=-1, dtype=np.int64)
-    sum_xs = np.where(x, s, 0).sum(axis=-1, dtype=np.int64)
-    sum_ss = (s * s).sum(axis=-1, dtype=np.int64)  # S <= K: small enough for uint8 when K <= 15
-    total = sum_x - sum_s / k  # the sum of d
-    squares = sum_x - 2 * sum_xs / k + sum_ss / k**2  # the sum of d², x² = x
+def pools_z(newer: np.ndarray, older: np.ndarray) -> Any:
+    """How far the models of `newer` are ahead of the models of `older` on the same rows, in standard errors: the
+    per-row difference d = X/J - Y/K between their mean outcomes (X of J newer models right, Y of K older), its
+    mean over the rows against its standard error. `newer`: (J, ..., rows) bool; `older`: (K, ..., rows) bool;
+    none of them selected on these rows. The same rows' noise is shared, so the standard error is the paired one
+    (about half the independent one), and each pool's own share shrinks as 1/J, 1/K. Sums of small integers
+    (X, Y, XY, X², Y²), so a year of simulated nights (benchmarks/nights.py) replays in seconds."""
+    newer, older = np.asarray(newer, dtype=bool), np.asarray(older, dtype=bool)
+    j, k, rows = newer.shape[0], older.shape[0], newer.shape[-1]
+    x = newer.sum(axis=0, dtype=np.int64) if j > 1 else newer[0].astype(np.int64)
+    y = older.sum(axis=0, dtype=np.int64)
+    total = x.sum(axis=-1) / j - y.sum(axis=-1) / k  # the sum of d
+    squares = ((x * x).sum(axis=-1) / j**2 - 2 * (x * y).sum(axis=-1) / (j * k) + (y * y).sum(axis=-1) / k**2)
     variance = np.maximum((squares - total**2 / rows) / (rows - 1), 1e-24)
     z = (total / rows) / np.sqrt(variance / rows)
-    p = np.vectorize(NormalDist().cdf, otypes=[np.float64])(z)
+    return float(z) if np.ndim(z) == 0 else z
+
+
+def normal_tail(z: Any) -> Any:
+    """P(Z >= z) for a standard normal, for a number or an array."""
+    p = np.vectorize(lambda v: 1.0 - NormalDist().cdf(v), otypes=[np.float64])(z)
     return float(p) if np.ndim(p) == 0 else p
+
+
+def worse_than_pool_p(correct: np.ndarray, pool: np.ndarray) -> Any:
+    """One-sided p for "this model is worse than the models of `pool`" on the same rows (`pools_z` of the one model
+    against the pool). `correct`: (..., rows) bool; `pool`: (K, ..., rows) bool."""
+    return normal_tail(-pools_z(np.asarray(correct, dtype=bool)[None], pool))
 
 
 def paired_standard_error(b: int, c: int, rows: int) -> float:

@@ -355,27 +355,63 @@ def test_the_overall_candidate_is_the_best_on_validation_not_on_test():
     assert pointer["overall"]["architecture"] == "cnn2" and pointer["overall"]["val_accuracy"] == 0.91
 
 
+def _night(store, run_id: str, correct: np.ndarray, family: str = "report") -> dict:
+    """What a full nightly run's promote step does: promote, then compare with and record the recent models."""
+    from tasks.runs.champion import OVERALL, nightly_models
+    from tasks.runs.history import compare_and_record
+
+    metrics_by_arch = {"mlp1": _masked("mlp1", correct, family=family)}
+    decisions = promote(store, run_id, metrics_by_arch, margin=0.002)
+    models = nightly_models(metrics_by_arch)
+    return {"decisions": decisions,
+            "references": compare_and_record(store, run_id, models, alerting=set(models) - {OVERALL})}
+
+
 def test_a_night_is_compared_with_its_slots_last_three_models_and_a_point_lower_is_a_regression(store):
     """Issue 27 §3: the reference is the slot's recent models (none chosen on the test rows), never the champion;
-    this run's own entry is never its own reference; the oldest drops out after three."""
-    from tasks.runs.history import RECENT_MODELS, compare_with_recent, read_recent
+    this run's own entry is never its own reference; the oldest drops out; overall and searches never alert."""
+    from tasks.runs.history import ALERT_MODELS, KEPT, read_recent
 
     rng = np.random.default_rng(0)
     p = rng.beta(0.4, 0.06, 10_000)  # rows from easy to hard, about 87 % right
-    for night in range(4):
-        assert compare_with_recent(store, f"night-{night}", {"mlp1": _masked("mlp1", rng.random(10_000) < p)}) \
-            .get("mlp1/report", None) is None or night > 0
+    for night in range(KEPT + 1):
+        _night(store, f"night-{night}", rng.random(10_000) < p)
     recent, _ = read_recent(store)
-    assert [e["run_id"] for e in recent["mlp1/report"]] == ["night-1", "night-2", "night-3"] and RECENT_MODELS == 3
-    steady = compare_with_recent(store, "night-4", {"mlp1": _masked("mlp1", rng.random(10_000) < p)})["mlp1/report"]
-    assert steady.runs == ("night-1", "night-2", "night-3") and not steady.regressed
+    assert [e["run_id"] for e in recent["mlp1/report"]] == [f"night-{n}" for n in range(1, KEPT + 1)]
+    assert [e["run_id"] for e in recent["overall"]] == [f"night-{n}" for n in range(1, KEPT + 1)]
+    steady = _night(store, "steady", rng.random(10_000) < p)["references"]
+    assert set(steady) == {"mlp1/report"} and not steady["mlp1/report"].regressed  # overall: never compared
+    assert steady["mlp1/report"].runs == tuple(f"night-{n}" for n in range(KEPT - ALERT_MODELS + 1, KEPT + 1))
     dropped = np.where(rng.random(10_000) < p, rng.random(10_000) > 0.02, False)  # ~1.7 points fewer rows right
-    worse = compare_with_recent(store, "night-5", {"mlp1": _masked("mlp1", dropped)})["mlp1/report"]
-    assert worse.regressed and worse.delta < -0.01 and worse.runs == ("night-2", "night-3", "night-4")
-    retried = compare_with_recent(store, "night-5", {"mlp1": _masked("mlp1", dropped)})["mlp1/report"]
-    assert "night-5" not in retried.runs  # a retried step: its own entry is not its reference
-    searched = compare_with_recent(store, "search-1", {"mlp1": _masked("mlp1", dropped, family="search")})
-    assert searched == {}  # a search is never a regression
+    worse = _night(store, "dropped", dropped)["references"]["mlp1/report"]
+    assert worse.regressed and worse.delta < -0.01 and worse.runs[-1] == "steady"
+    retried = _night(store, "dropped", dropped)["references"]["mlp1/report"]
+    assert "dropped" not in retried.runs  # a retried step: its own entry is not its reference
+    before = read_recent(store)
+    searched = _night(store, "search-1", dropped, family="search")
+    assert searched["references"] == {} and read_recent(store)[0] == before[0]  # a search: no alert, not recorded
+
+
+def test_a_better_recipe_is_promoted_by_the_window_over_a_lucky_champion(store):
+    """Issue 27 §4: the champion was lucky on these rows; the slot's models got better (+1 point on every row's
+    chance); McNemar against the lucky champion alone would wait, the window promotes on the second better night."""
+    from tasks.runs.history import KEPT
+
+    rng = np.random.default_rng(5)
+    p = rng.beta(0.4, 0.06, 10_000)
+    lucky = np.where(rng.random(10_000) < p, True, rng.random(10_000) < 0.06)  # ~0.8 points of luck
+    promote(store, "lucky", {"mlp1": _masked("mlp1", lucky)}, margin=0.002)
+    for night in range(KEPT):
+        assert not any(d.promoted for d in _night(store, f"equal-{night}", rng.random(10_000) < p)["decisions"])
+    better = np.minimum(p + 0.04 * p * (1 - p) / np.mean(p * (1 - p)) * 0.25, 1.0)
+    ruled = []
+    for night in range(3):
+        decisions = _night(store, f"better-{night}", rng.random(10_000) < better)["decisions"]
+        ruled += [(night, d.rule) for d in decisions if d.promoted and d.slot == "mlp1/report"]
+    assert ruled and ruled[0][1] == "window", ruled
+    entry = read_champions(store)["architectures"]["mlp1/report"]
+    assert entry["promotion"]["rule"] == "window" and entry["promotion"]["window"]["p_better"] < 0.0005
+    assert "models" in champions_table("store", read_champions(store))
 
 
 def test_a_recent_models_write_whose_answer_is_lost_is_read_back_and_counted_as_landed(store):
@@ -399,9 +435,9 @@ def test_a_recent_models_write_whose_answer_is_lost_is_read_back_and_counted_as_
 
 def test_an_unreadable_recent_file_is_started_again_never_a_failed_run(store):
     from tasks.keys import RECENT_KEY
-    from tasks.runs.history import compare_with_recent, read_recent
+    from tasks.runs.history import read_recent
 
     store.put_bytes(RECENT_KEY, b"{not json")
     correct = np.random.default_rng(2).random(10_000) < 0.9
-    assert compare_with_recent(store, "night-1", {"mlp1": _masked("mlp1", correct)}) == {}
+    assert _night(store, "night-1", correct)["references"] == {}
     assert [e["run_id"] for e in read_recent(store)[0]["mlp1/report"]] == ["night-1"]

@@ -26,15 +26,17 @@ def test_the_row_model_matches_the_real_seeds_disagreement(mlp1):
     assert abs(float(nights.shifted(mlp1.p, 0.5).mean() - mlp1.p.mean()) - 0.005) < 1e-4
 
 
-def test_a_year_of_equally_good_nights_promotes_and_alerts_at_most_once_per_slot(mlp1):
-    year = nights.replay(mlp1, REPLAYS, NIGHTS, np.random.default_rng(2))
-    assert year.promotions.mean() <= 1.0, year.promotions.mean()
+def test_a_year_of_equally_good_nights_then_a_better_recipe(mlp1):
+    """365 nights of equally good models (at most one false promotion and one false alert per slot), then a recipe
+    half a point better: promoted within a week over the champion the year left, lucky on these rows."""
+    year = nights.replay(mlp1, REPLAYS, NIGHTS + nights.WINDOW, np.random.default_rng(2), change_at=NIGHTS,
+                         points=0.5)
+    assert year.promotions.mean() <= 1.0, year.promotions.mean()  # counts only models no better than the champion
     assert year.alerts.mean() <= 1.0, year.alerts.mean()
-    # The price of the gate's selection, stated in the README: the champion's recorded accuracy runs high.
-    assert 0 < 100 * year.bias.mean() < 0.6
+    assert np.mean(year.first_promotion >= 0) >= 0.8, np.mean(year.first_promotion >= 0)
 
 
-def test_a_better_challenger_is_promoted_within_a_week_and_a_drop_alerts_on_its_first_night(mlp1):
+def test_a_better_challenger_over_a_first_champion_and_a_drop_on_its_first_night(mlp1):
     better = nights.replay(mlp1, REPLAYS, nights.WINDOW, np.random.default_rng(3), change_at=0, points=0.5)
     assert np.mean(better.first_promotion >= 0) >= 0.8
     drop = nights.replay(mlp1, REPLAYS, 1, np.random.default_rng(4), change_at=0, points=-1.0)
