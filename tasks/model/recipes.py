@@ -197,12 +197,24 @@ def best_recipes(store: "Store", preset: str, architectures: list[str]) -> dict[
 # retried step, a resumed report); or kept the stored one (at least as good on validation accuracy).
 RecipeKept = Literal["stored", "already ours", "kept the stored one"]
 KEPT_WORDS: dict[str, str] = {"stored": "stored", "already ours": "stored (already, by this run)",
-                              "kept the stored one": "kept the stored one (better validation accuracy)"}
+                              "kept the stored one": "kept the stored one (not beaten by two standard errors of "
+                                                     "validation accuracy)"}
+MARGIN_SES = 2.0  # a new record must beat the stored mean by this many standard errors of the difference
+
+
+def _margin(stored: "BestRecipe", record: dict) -> float:
+    """Two standard errors of the difference of the two means, each from its seeds' spread (val_accuracy_se); 0
+    where either record has none (one seed, or written before they were recorded). The stored record is the best
+    of many searches' noisy means on the same validation rows: without a margin it ratchets up on luck alone."""
+    theirs, ours = (stored.model_extra or {}).get("val_accuracy_se"), record.get("val_accuracy_se")
+    if not isinstance(theirs, (int, float)) or not isinstance(ours, (int, float)):
+        return 0.0
+    return MARGIN_SES * (theirs ** 2 + ours ** 2) ** 0.5
 
 
 def keep_if_better(store: "Store", preset: str, architecture: str, record: dict, attempts: int = 10) -> RecipeKept:
-    """Store `record` as the architecture's best recipe if it beats the stored one on mean validation accuracy
-    (never on test accuracy: the test set only reports). Compare-and-swap, so two searches finishing at once
+    """Store `record` as the architecture's best recipe if it beats the stored one on mean validation accuracy by
+    two standard errors of the difference (never on test accuracy: the test set only reports). Compare-and-swap, so two searches finishing at once
     cannot lose the better recipe. A stored record with this record's `run_id` is the run's own earlier write:
     "already ours", never "kept the stored one"."""
     key = recipe_key(preset, architecture)
@@ -214,7 +226,7 @@ def keep_if_better(store: "Store", preset: str, architecture: str, record: dict,
         current = stored.val_accuracy_mean if stored else None
         if stored is not None and (stored.model_extra or {}).get("val_accuracy_of") != record.get("val_accuracy_of"):
             current = None  # measured another way (older searches: a maximum over epochs, which ran high): replaced
-        if current is not None and current >= record["val_accuracy_mean"]:
+        if current is not None and record["val_accuracy_mean"] <= current + _margin(stored, record):
             return "kept the stored one"
         stamped = {**record, "stored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         if store.put_if_version(key, json.dumps(stamped, indent=2).encode(), token):

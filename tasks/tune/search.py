@@ -444,7 +444,9 @@ def seed_statistics(per_seed: list[dict]) -> dict[str, Any]:
                       for m in per_seed],
             "test_accuracy_mean": float(test.mean()),
             "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,  # sample std of the seeds
-            "val_accuracy_mean": float(val.mean())}
+            "val_accuracy_mean": float(val.mean()),
+            # the mean's standard error from the seeds' spread: what a stored recipe must be beaten by (twice)
+            "val_accuracy_se": float(val.std(ddof=1) / np.sqrt(len(val))) if len(val) > 1 else None}
 
 
 def publish_winner(store: Store, run_id: str, architecture: str, per_seed: list[dict]) -> dict:
@@ -510,7 +512,8 @@ def store_recipes(store: Store, config: SearchConfig, run_id: str, winners: dict
         return {}
     return {arch: keep_if_better(store, config.preset, arch, {
         "architecture": arch, "recipe": metrics["recipe"], "run_id": run_id,
-        "val_accuracy_mean": metrics["val_accuracy_mean"], "val_accuracy_of": VAL_ACCURACY_OF,
+        "val_accuracy_mean": metrics["val_accuracy_mean"], "val_accuracy_se": metrics.get("val_accuracy_se"),
+        "val_accuracy_of": VAL_ACCURACY_OF,
         "test_accuracy_mean": metrics["test_accuracy_mean"],
         "test_accuracy_std": metrics["test_accuracy_std"], "seeds": len(metrics["seeds"]),
         "test_rows": metrics["rows"]["test"]}) for arch, metrics in winners.items()}

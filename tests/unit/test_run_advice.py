@@ -233,3 +233,14 @@ def test_every_attempt_of_a_flow_run_claims_the_same_run_or_search():
     assert run_id_of_flow_run(origin) == "20261202-020000-c3d2e1f0"
     assert run_id_of_flow_run({**origin, "attempt": 3}) == run_id_of_flow_run(origin)
     assert run_id_of_flow_run(None) is None
+
+
+def test_a_stored_recipe_is_replaced_only_by_one_better_by_two_standard_errors(store):
+    """Issue 27 §6: every search reuses the same validation rows, so the stored record is the best of many noisy
+    means; a new one replaces it only when ahead by two standard errors of the difference (from the seeds' spread)."""
+    assert keep_if_better(store, "full", "mlp1", {**best("s1", 0.900), "val_accuracy_se": 0.001}) == "stored"
+    # ahead by 0.002, two SE of the difference are 2 x sqrt(0.001² + 0.001²) = 0.0028: kept
+    assert keep_if_better(store, "full", "mlp1", {**best("s2", 0.902), "val_accuracy_se": 0.001}) == \
+        "kept the stored one"
+    assert keep_if_better(store, "full", "mlp1", {**best("s3", 0.903), "val_accuracy_se": 0.001}) == "stored"
+    assert "two standard errors" in KEPT_WORDS["kept the stored one"]
