@@ -505,6 +505,9 @@ def train_trial(config: dict, arrays: SplitArrays | None = None, fence: LeaseFen
     if not (early_stopping_state or {}).get("stopped"):  # a trial that stopped early resumes to publish only
         fit_epochs(model, data, spec, len(history), early_stopping_state, on_epoch)
     if not spec.publish:
+        if history and len(history) == resumed_from:  # resumed after its last epoch (killed before Tune saved it)
+            tune.report({**history[-1], "best_val_accuracy": max(r["val_accuracy"] for r in history),
+                         "finished": True})  # its last result, as a finish: else Tune keeps the one before it
         return
 
     metrics = summarize(spec, model, history, data, resumed_from, time.perf_counter() - started)

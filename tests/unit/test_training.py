@@ -262,3 +262,41 @@ def test_a_checkpoint_that_runs_out_of_space_says_no_space_and_where(tmp_path):
         load_checkpoint(tmp_path)
 
 
+
+
+def test_a_search_trial_resumed_after_its_last_epoch_reports_its_last_result_as_finished(local_dataset, monkeypatch):
+    """Issue 27 §7: killed after its last epoch's checkpoint, before Tune saved that result, a search trial came back
+    with its next-to-last result and no `finished`: the leaderboard called it "stopped" and it could not win. Its
+    checkpoint holds every epoch, so the resumed trial trains nothing and reports the last epoch as a finish. Tune's
+    hand-over of that checkpoint is stood in for here (get_checkpoint, report, get_context): the kill between the
+    two writes cannot be timed in a test."""
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from tasks.data.shards import load_split
+    from tasks.model.training import train_trial
+
+    store, version = local_dataset
+    config = PipelineConfig(preset="quick", store=store.uri, architectures=["baseline"], max_epochs=1,
+                            train_rows=600, test_rows=100)
+    run = Run.on_published_dataset(config, store, "search-resumed", version)
+    spec = trial_spec(run, "search/baseline", "baseline", recipe_for(config.model_dump(), "baseline"), publish=False)
+    arrays = {"train": load_split(store, version, "train", 600)[:2]}
+    fit_rows = seed_protocol_split(600, 0.2)
+    model, history, state = starting_state(spec, None, fit_rows)
+    data = trial_data(arrays, 0.2, model.input_shape[1:])
+    saved: dict = {}
+    fit_epochs(model, data, spec, 0, state, lambda row, early: (history.append(row), saved.update(early)))
+    reports: list[dict] = []
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(Path(folder), model, history, saved)
+        monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(folder))
+        monkeypatch.setattr(tune, "report", lambda result, checkpoint=None: reports.append(result))
+        monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0"))
+        train_trial({"spec": spec.model_dump()}, arrays=arrays)
+    (last,) = reports
+    assert last["finished"] is True and last["epoch"] == 1 and last["val_accuracy"] == history[-1]["val_accuracy"]
+
