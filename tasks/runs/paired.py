@@ -177,10 +177,14 @@ def pools_z(newer: np.ndarray, older: np.ndarray) -> Any:
     (X, Y, XY, X², Y²), so a year of simulated nights (benchmarks/nights.py) replays in seconds."""
     newer, older = np.asarray(newer, dtype=bool), np.asarray(older, dtype=bool)
     j, k, rows = newer.shape[0], older.shape[0], newer.shape[-1]
-    x = newer.sum(axis=0, dtype=np.int64) if j > 1 else newer[0].astype(np.int64)
-    y = older.sum(axis=0, dtype=np.int64)
-    total = x.sum(axis=-1) / j - y.sum(axis=-1) / k  # the sum of d
-    squares = ((x * x).sum(axis=-1) / j**2 - 2 * (x * y).sum(axis=-1) / (j * k) + (y * y).sum(axis=-1) / k**2)
+    small = np.uint8 if max(j, k) ** 2 <= 255 else np.int32  # X², XY, Y² fit: a quarter of the memory traffic
+    x, y = newer.sum(axis=0, dtype=small), older.sum(axis=0, dtype=small)
+
+    def total_of(values: np.ndarray) -> np.ndarray:
+        return values.sum(axis=-1, dtype=np.int64)
+
+    total = total_of(x) / j - total_of(y) / k  # the sum of d
+    squares = total_of(x * x) / j**2 - 2 * total_of(x * y) / (j * k) + total_of(y * y) / k**2
     variance = np.maximum((squares - total**2 / rows) / (rows - 1), 1e-24)
     z = (total / rows) / np.sqrt(variance / rows)
     return float(z) if np.ndim(z) == 0 else z

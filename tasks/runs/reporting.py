@@ -62,9 +62,15 @@ def table1_markdown(run_id: str, rows: list[dict[str, Any]], note: str = "") -> 
             f"{r['train_acc']:.2f} / {r['report_train_acc']:.2f} | {r['epochs']} / {r['report_epochs']} | "
             f"{r['params']:,} | {r['sec_per_epoch']:,.2f} |"
         )
+    lines += ["", DELTA_BAND]
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+# Issue 27 §8: Δ is one run of ours against one of the report's, each a draw of its seed.
+DELTA_BAND = ("Δ vs report: each side is one run of one seed; one run's test accuracy moves by about 0.2-0.3 points "
+              "between seeds (benchmarks/results/champion_gate.md), so a Δ within about ±0.5 points is seed noise.")
 
 
 def code_version() -> str:

@@ -422,7 +422,12 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> str:
     lines += [_row(d, a, b) for d in rows]
     notes = ["", "Paired (both runs recorded which test rows each model got right, on the same rows): SE is the "
                  "paired standard error of B − A, and McNemar's exact two-sided test on the rows only one of the "
-                 f"two got right decides; p < {DEFAULT_ALPHA:g} is beyond noise."]
+                 f"two got right decides; p < {DEFAULT_ALPHA:g} is beyond noise.",
+             f"Many looks: each row is its own test at {DEFAULT_ALPHA:g}; with {len(rows)} models, two equal runs show "
+             f"at least one \"yes\" about {100 * (1 - (1 - DEFAULT_ALPHA) ** len(rows)):.0f} % of the time. And a "
+             "\"yes\" says these two models differ, not their recipes: two seeds of one recipe are truly different "
+             "models (their test accuracies spread by about 0.2-0.3 points, benchmarks/results/champion_gate.md), "
+             "so a recipe's change needs several seeds a side."]
     unpaired = [f"{d.architecture}: {d.unpaired_because}" for d in rows if d.unpaired_because]
     if unpaired:
         notes.append("Unpaired (" + "; ".join(unpaired) + "): SE = sqrt(p1(1-p1)/n1 + p2(1-p2)/n2), n = each run's "
