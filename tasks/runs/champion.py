@@ -18,7 +18,10 @@ pointer written before families keys its slots by architecture alone; those entr
 (their recipe was not recorded, and a search's winner may hold one), keyed 'ARCH/unknown' from then on, and no new
 model competes for them.
 
-Only runs evaluated on the whole test set (10,000 rows) compete, so a quick run never displaces a real one. A run
+Only runs of the full preset's protocol, unchanged, evaluated on the whole test set (10,000 rows) compete: a quick
+or custom run never takes a slot (issue 27). The overall candidate is the run's best model on validation. Besides
+McNemar against the champion, the window promotes: the slot's recent models (tasks.runs.history) better than the
+ones before them, where a lucky champion is not in the way (the year's figures: benchmarks/results/nights.md). A run
 that already holds a slot (resumed after promotion, a retried task) is reported as its champion and the pointer is
 left as it is. The pointer is updated with a compare-and-swap (If-Match on S3, a lock locally): when two runs
 promote at once, the loser re-reads the winner's pointer and decides again. A pointer that is there but unreadable

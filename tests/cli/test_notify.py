@@ -95,6 +95,7 @@ def test_a_failed_run_and_a_promoted_champion_reach_the_webhook_within_a_minute(
     from flows.notify import announce_decisions
     from tasks.config import PipelineConfig
     from tasks.runs.champion import Decision
+    from tasks.runs.history import Reference
 
     env = {"PREFECT_API_URL": prefect_api}
     name = f"notify-{uuid.uuid4().hex[:6]}"
@@ -125,9 +126,11 @@ def test_a_failed_run_and_a_promoted_champion_reach_the_webhook_within_a_minute(
     decisions = [Decision("cnn2/report", True, "better", 0.9123, 0.9080, "mcnemar", 40, 83, 0.0001),
                  Decision("baseline/report", False, "not shown better", 0.8310, 0.8420, "mcnemar", 250, 140, 0.99)]
 
+    dropped = {"baseline/report": Reference(("n1", "n2", "n3"), -0.0104, 2e-9)}  # a point below its last three
+
     @flow(name="fmnist-run")
     def champion_step(config: dict | None = None) -> list[str]:  # the deployment's parameter, unused here
-        return announce_decisions(run, decisions)
+        return announce_decisions(run, decisions, None, dropped)
 
     # The deployment's flow run, run here (no worker serves the pool): its champion step emits the events.
     emitted_at = time.time()
@@ -138,8 +141,8 @@ def test_a_failed_run_and_a_promoted_champion_reach_the_webhook_within_a_minute(
     assert message["subject"] == f"fmnist: run {promoted_id} promoted 1 champion (cnn2/report)"
     assert "- cnn2/report: 91.23% over 90.80%; b = 40 rows only the champion got right, c = 83" in message["text"]
     assert f"`fmnist runs show {promoted_id} --store {store}`" in message["text"]
-    _, message = receiver.wait("worse than their champions", WITHIN_S)
-    assert "- baseline/report: 83.10% against 84.20%; b = 250 rows only the champion got right" in message["text"]
+    _, message = receiver.wait("worse than the last models of their slot", WITHIN_S)
+    assert "- baseline/report: -1.04 points against the mean of runs n1, n2, n3" in message["text"]
     assert len([m for _, m in receiver.received if "ended Failed" in m["text"]]) == 1  # one automation, one message
     print(f"failed run -> receiver: {failure_s:.1f} s; promoted champion -> receiver: {promoted_s:.1f} s")
 

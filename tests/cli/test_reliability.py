@@ -79,8 +79,8 @@ def test_a_killed_run_resumes_without_redoing_finished_work(tmp_path, cli_env, f
 
 def test_two_runs_at_once_both_complete_and_one_champion_wins(tmp_path, cli_env, fashion_dir):
     store = open_store(str(tmp_path / "store"))
-    # Baseline only, but on the whole test set so that both runs compete for the champion.
-    common = ["run", "--preset", "quick", "--store", store.uri, "--architectures", "baseline", "--test-rows", "10000"]
+    # Baseline only, of the full protocol so that both runs compete for the champion (a quick run never does).
+    common = ["run", "--store", store.uri, "--architectures", "baseline"]
     runs = {run_id: fmnist(*common, "--run-id", run_id, env=cli_env) for run_id in ("night-a", "night-b")}
     for run_id, process in runs.items():
         output = finish(process, 600).stdout
@@ -101,8 +101,7 @@ def test_a_damaged_champion_file_keeps_the_runs_table_and_exits_2_then_resume_pr
     deleted, `--resume` promotes without training again."""
     store = open_store(str(tmp_path / "store"))
     store.put_bytes("models/champion.json", b"[]")
-    args = ["run", "--preset", "quick", "--store", store.uri, "--architectures", "baseline", "--test-rows", "10000",
-            "--run-id", "night-x"]
+    args = ["run", "--store", store.uri, "--architectures", "baseline", "--run-id", "night-x"]  # full: it competes
     first = fmnist(*args, env=cli_env)
     output = finish(first, 600).stdout
     assert first.returncode == 2, output[-3000:]

@@ -104,7 +104,7 @@ def test_runs_lists_newest_first_with_status_accuracy_and_champions(capsys, popu
     accuracy = json.loads((trained_folder() / "artifacts" / "runs" / trained / "baseline" / "metrics.json")
                           .read_text())["test_accuracy"]
     assert f"| finished | 10,000 | {100 * accuracy:.2f}% ** |" in by_id[trained]  # the overall champion
-    assert "| quick (test_rows=10000) | wide | finished |" in by_id[SECOND]
+    assert "| full | wide | finished |" in by_id[SECOND]
     assert "| report | resumable |" in by_id[UNFINISHED] and by_id[UNFINISHED].endswith(" | — |")  # mlp1 pending
     assert "| search | running |" in by_id[RUNNING]
     assert "4 of 4" in out and "** overall champion" in out
