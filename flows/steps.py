@@ -32,11 +32,10 @@ from tasks.model.recipes import KEPT_WORDS
 from tasks.runs.champion import OVERALL, Decision, decisions_json, decisions_markdown, nightly_models, promote
 from tasks.runs.reporting import code_version, keep_unpromoted_summary, publish_report, run_record
 from tasks.runs.lease import check_held
-from tasks.keys import RunPaths
 from tasks.runs.hints import store_options
-from tasks.runs.run import Run, claim_run, finished_by, resolve_recipes, stored_origin
-from tasks.runs.deadline import start_time_limit
 from tasks.runs.history import compare_and_record
+from tasks.runs.run import Run, claim_run, finished_by, finished_summary, resolve_recipes, stored_origin
+from tasks.runs.deadline import start_time_limit
 from tasks.tune.search import (publish_leaderboard, recipes_comparable, retrain_winners,
                                search as search_recipes, search_table_markdown, search_table_rows, store_recipes,
                                winners_of)
@@ -164,12 +163,9 @@ def finished_in_this_flow_run(config: PipelineConfig) -> dict | None:
     store = open_store(config.store, config.s3_endpoint)
     if not finished_by(store, run_id, origin["flow_run_id"]):
         return None
-    paths = RunPaths(run_id)
-    summary = json.loads(store.get_bytes(paths.summary_json)) if store.exists(paths.summary_json) else {}
     get_run_logger().info(f"run {run_id} already finished in this flow run (attempt {origin['attempt']}): nothing "
                           f"to do; its results: `fmnist runs show {run_id}{store_options(config.store, config.s3_endpoint)}`")
-    return {"run_id": run_id, "already_finished": True, "store": store.uri, "table1": summary.get("table1", []),
-            "markdown": store.get_bytes(paths.summary_md).decode() if store.exists(paths.summary_md) else ""}
+    return finished_summary(store, run_id)
 
 
 @once
@@ -194,8 +190,10 @@ def claim(config: PipelineConfig) -> Run:
 
 @touches_store(only_store_faults)
 def promote_champions(run: Run, metrics: dict[str, dict]) -> list[Decision]:
-    """Replace a champion only where this run's model is better on the same test rows by McNemar's test (the margin
-    for a champion recorded without per-image outcomes); compare-and-swap on the pointer."""
+    """Replace a champion only where this run's model is better on the same test rows by McNemar's test, or the
+    slot's recent models are (the window; the margin for a champion recorded without per-image outcomes);
+    compare-and-swap on the pointer. A full nightly run is then compared with its slots' recent models (the
+    regression alert's reference) and recorded as their newest (tasks.runs.history)."""
     check_held(run.lease)  # taken over meanwhile: LeaseLost, and the pointer is left alone
     config = run.config
     try:

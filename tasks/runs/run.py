@@ -178,6 +178,15 @@ def finished_by(store: Store, run_id: str, flow_run_id: str) -> bool:
     return bool(began) and began.get("flow_run_id") == flow_run_id
 
 
+def finished_summary(store: Store, run_id: str) -> dict[str, Any]:
+    """What a finished run's flow returned (run id, store, Table 1, summary), read back from its summary files."""
+    paths = RunPaths(run_id)
+    summary = json.loads(store.get_bytes(paths.summary_json)) if store.exists(paths.summary_json) else {}
+    markdown = store.get_bytes(paths.summary_md).decode() if store.exists(paths.summary_md) else ""
+    return {"run_id": run_id, "already_finished": True, "store": store.uri, "table1": summary.get("table1", []),
+            "markdown": markdown}
+
+
 def refuse_finished(store: Store, run_id: str) -> None:
     if store.exists(RunPaths(run_id).record):
         raise ConfigError(f"run id {run_id!r}: that run already finished in {store.uri} and runs are never "
