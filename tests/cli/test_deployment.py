@@ -100,6 +100,20 @@ def _deployment(name: str, flow: str = "fmnist-run"):
     return found[-1]
 
 
+def _newest_logs(flow_run_id) -> list:
+    """The flow run's last 50 log lines (the server answers 200 at most, oldest first, unless asked otherwise)."""
+    from prefect.client.schemas.sorting import LogSort
+
+    return asyncio.run(_call("read_logs", log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                             sort=LogSort.TIMESTAMP_DESC, limit=50))
+
+
+def _published(run_folder) -> dict:
+    """Each file the run published (Tune's own state under tune/ aside) with its modification time."""
+    return {p: p.stat().st_mtime_ns for p in run_folder.rglob("*")
+            if p.is_file() and "tune" not in p.relative_to(run_folder).parts}
+
+
 def _final_state(flow_run_id, timeout: float, what: str):
     wait_for(lambda: asyncio.run(_call("read_flow_run", flow_run_id)).state.is_final(), timeout, what, interval=1)
     return asyncio.run(_call("read_flow_run", flow_run_id))
@@ -173,18 +187,19 @@ def test_retry_of_a_cancelled_deployment_run_finishes_the_same_run_from_its_chec
         assert retried.run_count >= 2
         # Retry once more, now that the run finished (issue 27 §2): Completed again with "nothing to do", never
         # Failed (the deployment's "ended Failed" automation has nothing to fire on), nothing trained or written.
-        finished_at = {p: p.stat().st_mtime_ns for p in run_folder.rglob("*") if p.is_file()}
+        finished_at = _published(run_folder)
+        states_before = len(asyncio.run(_call("read_flow_run_states", flow_run.id)))
         asyncio.run(_call("set_flow_run_state", flow_run.id, AwaitingRetry(message="Retry from the UI"), force=True))
         wait_for(lambda: asyncio.run(_call("read_flow_run", flow_run.id)).run_count > retried.run_count, 120,
                  "the second Retry to start")
         again = _final_state(flow_run.id, 120, "the second Retry to end")
         assert again.state.is_completed(), again.state
-        states = [s.type.value for s in asyncio.run(_call("read_flow_run_states", flow_run.id))]
-        assert "FAILED" not in states and "CRASHED" not in states, states
-        logs = asyncio.run(_call("read_logs", log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))))
-        assert any(f"run {run_folder.name} already finished in this flow run" in log.message
-                   and "nothing to do" in log.message for log in logs)
-        assert {p: p.stat().st_mtime_ns for p in run_folder.rglob("*") if p.is_file()} == finished_at
+        states = [s.type.value for s in asyncio.run(_call("read_flow_run_states", flow_run.id))][states_before:]
+        assert states[-1] == "COMPLETED" and "FAILED" not in states and "CRASHED" not in states, states
+        said = f"run {run_folder.name} already finished in this flow run"
+        wait_for(lambda: any(said in log.message and "nothing to do" in log.message for log in _newest_logs(flow_run.id)),
+                 30, "the 'nothing to do' line in the flow run's logs", interval=1)
+        assert _published(run_folder) == finished_at
     finally:
         _stop(serve)
     assert [p.name for p in runs.iterdir()] == [run_folder.name]  # the same run id, no other run
