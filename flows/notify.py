@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from flows.flow_run import CREATED_FORMAT, RUN_ID_HEX
 from tasks.errors import ConfigError
 from tasks.runs.champion import Decision
 from tasks.runs.hints import store_options
@@ -243,8 +244,8 @@ def notify_targets(url: str | None, block: str | None) -> Targets | None:
 def _run_id_template() -> str:
     """Jinja: the run id of the flow run that ended, as flows.flow_run.run_id_of_flow_run derives it (the config's
     run_id when one was given)."""
-    derived = ("(flow_run.created or flow_run.expected_start_time).strftime('%Y%m%d-%H%M%S') ~ '-' ~ "
-               "(flow_run.id|string|replace('-', ''))[-8:]")
+    derived = (f"(flow_run.created or flow_run.expected_start_time).strftime('{CREATED_FORMAT}') ~ '-' ~ "
+               f"(flow_run.id|string|replace('-', ''))[-{RUN_ID_HEX}:]")
     return ("{%- set config = flow_run.parameters.config or {} -%}"
             f"{{%- set run_id = config.run_id or ({derived}) -%}}")
 

@@ -207,13 +207,17 @@ class PipelineConfig(BaseModel):
     @property
     def comparable(self) -> bool:
         """Exactly its preset's protocol (a subset of the models aside): comparable with that preset's history."""
-        return not self.overrides and self.recipe == "report" and all(
-            getattr(self, name) == PipelineConfig.model_fields[name].default for name in COMPARABILITY_FIELDS)
+        return self._preset_unchanged and self.recipe == "report"
 
     @property
     def full_protocol(self) -> bool:
         """The full preset's protocol unchanged (any recipe): the only runs that take a champion slot."""
-        return self.preset == "full" and not self.overrides and all(
+        return self.preset == "full" and self._preset_unchanged
+
+    @property
+    def _preset_unchanged(self) -> bool:
+        """Its preset's values, and the defaults of the fields that make runs comparable (batch, patience, seed)."""
+        return not self.overrides and all(
             getattr(self, name) == PipelineConfig.model_fields[name].default for name in COMPARABILITY_FIELDS)
 
     def protocol(self) -> str:
